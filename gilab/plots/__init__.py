@@ -1,0 +1,1 @@
+"""One-call matplotlib figures: fits (``gilab.plots.fitting``) and placement (``gilab.plots.placement``)."""

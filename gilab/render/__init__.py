@@ -1,0 +1,111 @@
+"""Rendering 2D Gaussians to images: one function, several interchangeable backends.
+
+    image = gilab.render(gaussians, height, width, blend="sum", backend="auto")   # (3, H, W)
+
+Backends (each a module with ``available()`` and ``rasterize(...)``, all differentiable):
+
+- ``dense``  every pixel x every Gaussian in plain PyTorch; the reference the others are tested against.
+- ``torch``  sparse PyTorch: per-Gaussian footprints inside the cutoff ellipse, scattered with
+             ``index_add_``; CPU and CUDA.
+- ``cpu``    fused numba kernels on all CPU cores (the fast path on a laptop).
+- ``gsplat`` gsplat's CUDA tile rasterizer (alpha blending only; CUDA only).
+
+``backend="auto"`` picks: CUDA + alpha -> gsplat, CUDA + sum -> torch, CPU -> cpu (falling back to
+torch when numba is missing). :func:`available_backends` says what this machine has, and why not the rest.
+
+This package is also callable (``gilab.render(...)`` is :func:`render`), so that ``gilab.render``
+can be both the function users call and the namespace that holds ``available_backends``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+
+import torch
+from torch import Tensor
+
+from ..gaussians import Gaussians2D
+
+BACKENDS = ("dense", "torch", "cpu", "gsplat")
+_MODULES = {"dense": "dense", "torch": "sparse", "cpu": "cpu", "gsplat": "gsplat"}
+
+
+def backend_module(name: str):
+    """The module implementing backend ``name`` (imported lazily: gsplat and numba are heavy)."""
+    if name not in _MODULES:
+        raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)} or 'auto'")
+    return importlib.import_module(f"{__name__}.{_MODULES[name]}")
+
+
+def available_backends(device: torch.device | str | None = None) -> dict[str, tuple[bool, str]]:
+    """{backend: (usable, why)} for this machine (and ``device``, default CUDA when present)."""
+    out = {}
+    for name in BACKENDS:
+        try:
+            out[name] = backend_module(name).available()
+        except ImportError as exc:  # a backend whose optional dependency is missing
+            out[name] = (False, f"cannot import: {exc}")
+    return out
+
+
+def pick_backend(device: torch.device, blend: str) -> str:
+    """The backend ``"auto"`` chooses for tensors on ``device`` and this blend mode."""
+    if device.type == "cuda":
+        if blend == "alpha" and available_backends()["gsplat"][0]:
+            return "gsplat"
+        return "torch"
+    return "cpu" if available_backends()["cpu"][0] else "torch"
+
+
+def rasterize(means: Tensor, conics: Tensor, colors: Tensor, opacities: Tensor, height: int, width: int,
+              blend: str = "sum", backend: str = "auto", background: Tensor | None = None) -> Tensor:
+    """Render raw tensors to (3, H, W): means (N,2) px, conics (N,3) = (a, b, c), colors (N,3), opacities (N,)."""
+    if blend not in ("sum", "alpha"):
+        raise ValueError(f"blend must be 'sum' or 'alpha', got {blend!r}")
+    if height < 1 or width < 1:
+        raise ValueError(f"image size must be positive, got {height}x{width}")
+    if backend == "auto":
+        backend = pick_backend(means.device, blend)
+    module = backend_module(backend)
+    ok, why = module.available()
+    if not ok:
+        raise RuntimeError(f"render backend {backend!r} is not available here: {why}")
+    return module.rasterize(means, conics, colors, opacities, int(height), int(width),
+                            blend=blend, background=background)
+
+
+def render(gaussians: Gaussians2D, height: int | None = None, width: int | None = None, blend: str = "sum",
+           backend: str = "auto", scale: float = 1.0, background: Tensor | None = None) -> Tensor:
+    """Render a :class:`~gilab.Gaussians2D` to an image.
+
+    Args:
+        gaussians: the set to draw (any parametrisation; gradients flow to all of its tensors).
+        height, width: the canvas the Gaussians live on, pixels (default: ``gaussians.size``).
+        blend: ``"sum"`` (GaussianImage's accumulated sum) or ``"alpha"`` (front-to-back, index order).
+        backend: ``"auto"``, ``"dense"``, ``"torch"``, ``"cpu"`` or ``"gsplat"``.
+        scale: render at ``scale`` times the resolution: the output is round(H*scale) x round(W*scale)
+            and means and standard deviations are multiplied by ``scale``.
+        background: (3,) colour behind the Gaussians, alpha blending only (default black).
+
+    Returns:
+        (3, H', W') tensor on the Gaussians' device and dtype, unclamped.
+    """
+    if height is None or width is None:
+        if gaussians.size is None:
+            raise ValueError("give height and width (these Gaussians carry no canvas size)")
+        height, width = gaussians.size
+    if scale != 1.0:
+        gaussians = gaussians.scaled(scale)
+        height, width = round(height * scale), round(width * scale)
+    return rasterize(gaussians.means, gaussians.conics(), gaussians.colors, gaussians.opacities,
+                     height, width, blend=blend, backend=backend, background=background)
+
+
+class _CallableModule(types.ModuleType):
+    def __call__(self, *args, **kwargs) -> Tensor:
+        return render(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
