@@ -68,8 +68,11 @@ def rasterize(means: Tensor, conics: Tensor, colors: Tensor, opacities: Tensor, 
         raise ValueError(f"image size must be positive, got {height}x{width}")
     if backend == "auto":
         backend = pick_backend(means.device, blend)
-    module = backend_module(backend)
-    ok, why = module.available()
+    try:
+        module = backend_module(backend)
+        ok, why = module.available()
+    except ImportError as exc:
+        ok, why = False, f"cannot import: {exc}"
     if not ok:
         raise RuntimeError(f"render backend {backend!r} is not available here: {why}")
     return module.rasterize(means, conics, colors, opacities, int(height), int(width),

@@ -1,0 +1,45 @@
+# Two commands on a fresh machine: `make demo` and `make test` (README.md). Both create .venv when missing.
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.gilab-installed
+# torch first and pinned: an unpinned torch (also pulled in by gsplat) would download a multi-GB CUDA build.
+TORCH ?= torch==2.13.0
+# Tests and benchmarks find the data through GILAB_DATA; this workplace keeps it beside the checkout.
+GILAB_DATA ?= $(shell [ -d ../shared/data ] && cd ../shared/data && pwd)
+export GILAB_DATA
+PIP_QUIET := 2>&1 | { grep -v -e 'is ignored: it is neither' || true; }
+
+.PHONY: setup demo test test-fast test-gpu lab bench clean
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q $(TORCH) $(PIP_QUIET)
+	$(BIN)/python -m pip install -q -e ".[dev]" $(PIP_QUIET)
+	@touch $(STAMP)
+
+demo: setup  ## fit the embedded photograph, write out/demo/
+	$(BIN)/gilab demo
+
+test: setup  ## the whole suite (GPU tests skip without CUDA)
+	$(BIN)/python -m pytest -n 2 -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -n 2 -q -m "not slow and not browser"
+
+test-gpu: setup
+	$(BIN)/python -m pytest -q -m gpu
+
+lab: setup
+	$(BIN)/jupyter lab notebooks/
+
+bench: setup
+	$(BIN)/python benchmarks/render.py
+	$(BIN)/python benchmarks/rasterizer.py
+	$(BIN)/python benchmarks/placement.py
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

@@ -1,0 +1,59 @@
+"""Hard cases for rasterizers: every fast backend must match the dense reference on these."""
+
+from __future__ import annotations
+
+import torch
+
+from gilab import Gaussians2D
+
+
+def random_cholesky(n, height, width, seed=0, dtype=torch.float32, spread=1.0, scale=(0.5, 4.0)):
+    """n Gaussians with means over (and a little outside) the image, std devs mostly in ``scale`` px."""
+    gen = torch.Generator().manual_seed(seed)
+    rand = lambda *s: torch.rand(*s, generator=gen, dtype=dtype)  # noqa: E731
+    size = torch.tensor([width, height], dtype=dtype)
+    means = (rand(n, 2) * (1 + 2 * (spread - 1)) - (spread - 1)) * size
+    l1 = scale[0] + rand(n) * (scale[1] - scale[0])
+    l3 = scale[0] + rand(n) * (scale[1] - scale[0])
+    l2 = (rand(n) - 0.5) * l1
+    return Gaussians2D.from_cholesky(means, torch.stack([l1, l2, l3], -1), rand(n, 3), 0.2 + 0.8 * rand(n))
+
+
+def hard_cases(dtype=torch.float32):
+    """{name: (gaussians, height, width)}: the cases the foundation and CPU-rasterizer issues name."""
+    cases = {"random": (random_cholesky(200, 24, 31, seed=1, dtype=dtype, spread=1.1), 24, 31)}
+
+    big = random_cholesky(6, 40, 50, seed=2, dtype=dtype, scale=(25.0, 60.0))  # radius > 64 px (3.33 sigma)
+    cases["large"] = (big, 40, 50)
+
+    tiny = random_cholesky(300, 20, 20, seed=3, dtype=dtype, scale=(0.05, 0.4))  # sub-pixel
+    cases["subpixel"] = (tiny, 20, 20)
+
+    g = random_cholesky(50, 20, 24, seed=4, dtype=dtype, scale=(0.5, 3.0))
+    chol = g.cholesky.clone()
+    # near-singular: the minor axis is ~1/100 of the major one (condition number ~1e4). Thinner ones make the
+    # float32 conic itself noise (Syy = l2^2 + l3^2 loses l3), so no two float32 codes could agree on them.
+    chol[:, 2] = 0.02 * chol[:, 0]
+    chol[:, 1] = 1.5 * chol[:, 0]
+    cases["near_singular"] = (Gaussians2D.from_cholesky(g.means, chol, g.colors, g.opacities), 20, 24)
+
+    off = random_cholesky(100, 16, 16, seed=5, dtype=dtype, spread=2.0, scale=(1.0, 6.0))  # many means off-image
+    cases["off_image"] = (off, 16, 16)
+
+    crowd = random_cholesky(1500, 16, 16, seed=6, dtype=dtype, scale=(2.0, 3.0))
+    crowd.means[:] = torch.tensor([8.0, 8.0], dtype=dtype) + 0.3 * torch.randn(1500, 2, dtype=dtype,
+                                                                              generator=torch.Generator().manual_seed(6))
+    crowd.colors[:] = crowd.colors * 1e-3  # keep the sum finite-looking; every one of 1500 must count
+    cases["crowd_1500_over_one_pixel"] = (crowd, 16, 16)
+
+    cases["n0"] = (Gaussians2D.from_cholesky(torch.zeros(0, 2, dtype=dtype), torch.zeros(0, 3, dtype=dtype),
+                                             torch.zeros(0, 3, dtype=dtype)), 5, 7)
+    cases["n1"] = (random_cholesky(1, 9, 11, seed=7, dtype=dtype, scale=(2.0, 3.0)), 9, 11)
+    cases["h1"] = (random_cholesky(30, 1, 40, seed=8, dtype=dtype), 1, 40)
+    cases["w1"] = (random_cholesky(30, 40, 1, seed=9, dtype=dtype), 40, 1)
+
+    faint = random_cholesky(40, 12, 12, seed=10, dtype=dtype)
+    faint.opacities[:20] = 0.5 / 255  # below the cutoff everywhere: contributes nothing
+    faint.opacities[20:] = 3.0        # sum mode clamps o w at 1
+    cases["opacity_extremes"] = (faint, 12, 12)
+    return cases
