@@ -15,14 +15,25 @@ def plot_history(history, ax=None, x: str = "seconds", label: str | None = None,
         _, ax = plt.subplots(figsize=(5, 3.2), layout="constrained")
     xs = history.seconds if x == "seconds" else history.iteration
     ax.plot(xs, history.psnr, label=label)
-    if log_x if log_x is not None else (x == "seconds"):
-        ax.set_xscale("symlog", linthresh=max(1e-3, xs[1] if len(xs) > 1 else 1e-3))
+    if (log_x if log_x is not None else x == "seconds") and min(xs) > 0:
+        log_axis(ax)
     ax.set_xlabel("time (s, init included)" if x == "seconds" else "iteration")
     ax.set_ylabel("PSNR (dB)")
     ax.grid(True, alpha=0.3)
     if label:
         ax.legend()
     return ax
+
+
+def log_axis(ax, axis: str = "x"):
+    """A log axis labelled 1, 2, 5, 10, 20, ... (plain numbers, not powers of ten)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+    target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    target.set_minor_formatter(NullFormatter())
 
 
 def to_numpy_image(image: Tensor):

@@ -98,24 +98,21 @@ def _footprint_chunks(means, conics, opacities, height, width):
 
 
 def _evaluate_boxes(gid, boxes, bh, bw, means, conics, opacities, width):
-    device = means.device
-    oy = torch.arange(bh, device=device)
-    ox = torch.arange(bw, device=device)
-    px = boxes[:, 0, None, None] + ox[None, None, :]           # (n, 1, bw)
-    py = boxes[:, 1, None, None] + oy[None, :, None]           # (n, bh, 1)
-    inside = (px <= boxes[:, 2, None, None]) & (py <= boxes[:, 3, None, None])  # (n, bh, bw)
-    g_local, iy, ix = torch.nonzero(inside, as_tuple=True)
-    g = gid[g_local]
-    x = px[g_local, 0, ix]
-    y = py[g_local, iy, 0]
-    dx = (x.to(means.dtype) + 0.5) - means[g, 0]
-    dy = (y.to(means.dtype) + 0.5) - means[g, 1]
-    q = conics[g]
+    # Evaluate on the whole (n, bh, bw) bucket grid by broadcasting (cheap), then compact to the
+    # pairs inside the box and above the cutoff (so the scatter only touches real contributions).
+    device, dtype = means.device, means.dtype
+    px = boxes[:, 0, None, None] + torch.arange(bw, device=device)[None, None, :]   # (n, 1, bw)
+    py = boxes[:, 1, None, None] + torch.arange(bh, device=device)[None, :, None]   # (n, bh, 1)
+    dx = (px.to(dtype) + 0.5) - means[gid, 0, None, None]
+    dy = (py.to(dtype) + 0.5) - means[gid, 1, None, None]
+    q = conics[gid][:, :, None, None]
     sigma = 0.5 * (q[:, 0] * dx * dx + q[:, 2] * dy * dy) + q[:, 1] * dx * dy
-    v = opacities[g] * torch.exp(-sigma)
-    keep = v >= CUTOFF
-    pix = (y * width + x)[keep]
-    return pix, g_local[keep], v[keep], g[keep]
+    v = opacities[gid, None, None] * torch.exp(-sigma)                                 # (n, bh, bw)
+    inside = (px <= boxes[:, 2, None, None]) & (py <= boxes[:, 3, None, None])
+    keep = inside & (v >= CUTOFF)
+    g_local = torch.arange(len(gid), device=device)[:, None, None].expand_as(keep)[keep]
+    pix = (py * width + px).expand_as(keep)[keep]
+    return pix, g_local, v[keep], gid[g_local]
 
 
 def _next_pow2(x: Tensor) -> Tensor:
