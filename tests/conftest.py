@@ -1,0 +1,68 @@
+"""Shared fixtures.
+
+Data. Tests that need the image sets find them through ``GILAB_DATA`` (the Makefile sets it when ``../shared/data``
+exists). Without it they are skipped, except when ``CI`` is set: there a missing data set is a failure, so that a
+green CI run means the data tests really ran. Tests that use ``data_root`` or ``kodak_image`` get the ``data``
+marker automatically (``pytest -m "not data"`` leaves them out).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+
+def require_data(*parts: str) -> Path:
+    """``$GILAB_DATA/<parts>``; skips the test when absent, or fails it when ``CI`` is set."""
+    env = os.environ.get("GILAB_DATA", "").strip()
+    path = Path(env, *parts) if env else None
+    if path is not None and path.exists():
+        return path
+    reason = (f"{path} does not exist" if path is not None else "GILAB_DATA is not set") + " (data tests need it)"
+    if os.environ.get("CI"):
+        pytest.fail(f"CI is set but the data are missing: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """The data folder ($GILAB_DATA): ``kodak/``, ``train/bsds500/``. Skips (or fails under CI) without it."""
+    return require_data()
+
+
+@pytest.fixture(scope="session")
+def kodak_image() -> torch.Tensor:
+    """kodim01 (a red door and brick wall) as (3, 512, 768) float32 in [0, 1]. Clone it before changing it."""
+    from gilab.io import load_image
+
+    return load_image(require_data("kodak", "kodim01.png"))
+
+
+@pytest.fixture
+def tiny_image() -> torch.Tensor:
+    """A deterministic synthetic image, (3, 24, 32) float32 in [0, 1]: smooth gradients, a disc and an edge.
+
+    Small enough for dense rendering and gradient checks; it has flat areas, smooth ramps and sharp edges.
+    """
+    return synthetic_image(24, 32)
+
+
+def synthetic_image(height: int, width: int) -> torch.Tensor:
+    """(3, height, width) float32 in [0, 1], the same for the same size on every machine."""
+    y = torch.linspace(0, 1, height).view(-1, 1).expand(height, width)
+    x = torch.linspace(0, 1, width).view(1, -1).expand(height, width)
+    disc = (((x - 0.35) ** 2 + (y - 0.5) ** 2) < 0.06).float()
+    edge = (x > 0.7).float()
+    red = 0.2 + 0.6 * x * (1 - disc) + 0.9 * disc * 0.2
+    green = 0.1 + 0.8 * y * (1 - edge) + 0.5 * edge
+    blue = 0.5 + 0.4 * torch.sin(6.0 * x + 3.0 * y) * (1 - disc)
+    return torch.stack([red, green, blue]).clamp(0, 1).contiguous()
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if {"data_root", "kodak_image"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.data)
