@@ -1,0 +1,94 @@
+"""Pseudo-PPM: the position probability map a fitted set of Gaussians implies (DESIGN.md 4.9).
+
+    ppm = pseudo_ppm(gaussians, height, width)     # (H, W) in [0, 1]
+    ppm = ppm_from_image(image, iters=300)         # quad-tree init + a short fit + pseudo_ppm
+
+This is the training target of the generator's position field: where a GaussianImage fit put many
+Gaussians, the map is bright. Density at a pixel = 10 / sqrt(distance to its k-th nearest Gaussian mean):
+the k-th neighbour (not the first) makes it a local count, smooth rather than spiky around each mean.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.spatial import cKDTree
+from torch import Tensor
+
+from ..gaussians import Gaussians2D
+
+NEIGHBOURS = 10  # the k in "distance to the k-th nearest mean" (reference)
+CLIP_STDS = 3.0  # outliers beyond mean +- 3 std are clipped before normalising
+MIN_DISTANCE = 1e-3  # px; a pixel centre exactly on k means would otherwise give infinite density
+
+
+def pixel_centres(height: int, width: int) -> np.ndarray:
+    """(H W, 2) pixel centres (j + 0.5, i + 0.5), row-major."""
+    ys, xs = np.meshgrid(np.arange(height) + 0.5, np.arange(width) + 0.5, indexing="ij")
+    return np.stack([xs.ravel(), ys.ravel()], 1)
+
+
+def kth_neighbour_distance(means: np.ndarray, height: int, width: int, k: int = NEIGHBOURS) -> np.ndarray:
+    """(H, W) distance (px) from every pixel centre to its k-th nearest mean (the last one if fewer than k)."""
+    k = min(k, len(means))
+    distances, _ = cKDTree(means).query(pixel_centres(height, width), k=[k], workers=-1)
+    return distances.reshape(height, width)
+
+
+def normalise(values: np.ndarray, clip_stds: float = CLIP_STDS) -> np.ndarray:
+    """Clip to mean +- ``clip_stds`` std, then min-max scale to [0, 1] (a constant map becomes 0.5)."""
+    mean, std = values.mean(), values.std()
+    clipped = np.clip(values, mean - clip_stds * std, mean + clip_stds * std)
+    low, high = clipped.min(), clipped.max()
+    if high - low <= 1e-12 * max(abs(high), 1.0):
+        return np.full_like(values, 0.5)
+    return (clipped - low) / (high - low)
+
+
+def pseudo_ppm(gaussians: Gaussians2D, height: int, width: int, k: int = NEIGHBOURS) -> Tensor:
+    """(H, W) float32 in [0, 1]: 10 / sqrt(distance to the k-th nearest mean), clipped and normalised.
+
+    Args:
+        gaussians: a fitted set (only the means are used), pixels.
+        height, width: the image size in pixels.
+        k: which neighbour's distance measures the local density (10 in the reference).
+    """
+    means = gaussians.means.detach().cpu().double().numpy()
+    if len(means) == 0:
+        return torch.full((height, width), 0.5)
+    distance = np.maximum(kth_neighbour_distance(means, height, width, k), MIN_DISTANCE)
+    density = 10.0 / np.sqrt(distance)
+    return torch.from_numpy(normalise(density).astype(np.float32))
+
+
+def ppm_from_image(image: Tensor, iters: int = 100, seconds: float | None = None, k: int = NEIGHBOURS,
+                   target_count: int | None = None, param: str = "rs", seed: int = 0,
+                   backend: str = "auto") -> Tensor:
+    """The pseudo-PPM of an image: quad-tree init, a short GaussianImage fit, then :func:`pseudo_ppm`.
+
+    The reference fits 50,000 iterations. The quad-tree start is itself detail-adaptive, so a short fit only
+    refines it (on a BSDS image, 50 iterations move the means by 1.5 px on average and leave the map 0.97
+    correlated with the quad-tree's own); ``iters=0`` gives the quad-tree's map at no fitting cost.
+    Cost: the fit dominates (about 1.5 s per iteration for 14k Gaussians on 481x321 with the ``torch``
+    backend on 2 busy cores), the rest is ~0.5 s.
+
+    Args:
+        image: (3, H, W) in [0, 1].
+        iters, seconds: the fit's budget (whichever ends first).
+        k: see :func:`pseudo_ppm`.
+        target_count: the quad-tree's number of Gaussians (default: the reference thresholds decide).
+        param, seed, backend: passed to :func:`gilab.fit`.
+
+    Returns:
+        (H, W) float32 in [0, 1].
+    """
+    from .quadtree import quadtree_init
+
+    _, height, width = image.shape
+    gaussians = quadtree_init(image, target_count=target_count, seed=seed)
+    if iters > 0 or seconds is not None:
+        from ..fitting import fit
+
+        gaussians = fit(image, init=gaussians, iters=iters, seconds=seconds, param=param, seed=seed,
+                        backend=backend, progress=False).gaussians
+    return pseudo_ppm(gaussians, height, width, k)
