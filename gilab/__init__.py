@@ -7,10 +7,16 @@
 """
 
 import importlib
+import os
 
-from . import render
-from .fitting import FitResult, fit, random_gaussians
-from .gaussians import Gaussians2D, ndc_to_pixels, pixels_to_ndc
+# torch's OpenMP runtime (which numba's "omp" layer shares) spins idle threads; on a machine whose cores are
+# busy with other work that made small renders up to 30x slower here. Passive waiting costs nothing measurable
+# on an idle machine. Only effective when gilab is imported before torch; a value the user set wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from . import render  # noqa: E402
+from .fitting import FitResult, fit, random_gaussians  # noqa: E402
+from .gaussians import Gaussians2D, ndc_to_pixels, pixels_to_ndc  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["Gaussians2D", "render", "fit", "FitResult", "random_gaussians", "pixels_to_ndc", "ndc_to_pixels",

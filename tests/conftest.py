@@ -15,6 +15,19 @@ import pytest
 import torch
 
 
+def _share_the_cores():
+    """Under pytest-xdist, split the cores between the workers instead of letting every worker's torch and
+    numba pools spin on all of them: oversubscribed OpenMP pools made small ops 30-50x slower here."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        torch.set_num_threads(threads)
+        os.environ.setdefault("NUMBA_NUM_THREADS", str(threads))  # read when numba is first imported
+
+
+_share_the_cores()
+
+
 def require_data(*parts: str) -> Path:
     """``$GILAB_DATA/<parts>``; skips the test when absent, or fails it when ``CI`` is set."""
     env = os.environ.get("GILAB_DATA", "").strip()
