@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="fit the embedded default photograph (no download)",
                        description="Fit Gaussians to the photograph of Grace Hopper that ships with matplotlib "
                        "and write everything into out/demo/.")
-    _add_fit_options(p, n=20_000, iters=500)
+    _add_fit_options(p, n=20_000, iters=500, init="quadtree")
     p.add_argument("--out", type=Path, default=DEMO_OUT, help="output folder (default: out/demo)")
     p.set_defaults(run=run_demo)
 
@@ -70,12 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_fit_options(p, n=None, iters=None):
+def _add_fit_options(p, n=None, iters=None, init="random"):
     p.add_argument("--n", type=int, default=n, help="number of Gaussians (default: H*W/40 for random)")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--iters", type=int, default=iters, help="iteration budget (default 1000)")
     budget.add_argument("--seconds", type=float, default=None, help="wall-clock budget, init included")
-    p.add_argument("--init", default="random", choices=["random", "quadtree", "net"], help="where the fit starts")
+    p.add_argument("--init", default=init, choices=["random", "quadtree", "net"],
+                   help=f"where the fit starts (default {init})")
     p.add_argument("--param", choices=["cholesky", "rs"], default="cholesky", help="covariance parametrisation")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
@@ -94,7 +95,8 @@ def run_fit(args, image=None, name=None) -> int:
     out = args.out if args.out is not None else Path("out") / name
     if args.n is not None and args.n < 1:
         raise GilabError(f"--n must be at least 1, got {args.n}")
-    result = fit(image, init=args.init, n=args.n, iters=args.iters, seconds=args.seconds, param=args.param,
+    iters = args.iters if args.seconds is None else None  # --iters and --seconds exclude each other
+    result = fit(image, init=args.init, n=args.n, iters=iters, seconds=args.seconds, param=args.param,
                  lr=args.lr, seed=args.seed, backend=args.backend, progress=not args.no_progress)
     write_fit_outputs(result, image, out)
     print(result.summary())
