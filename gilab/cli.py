@@ -61,6 +61,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=DEMO_OUT, help="output folder (default: out/demo)")
     p.set_defaults(run=run_demo)
 
+    p = sub.add_parser("bench", help="the paper's time-to-quality study (net vs quad-tree vs random)",
+                       description="For every image: the generator sets N, each start (net, quadtree, random) is "
+                       "fine-tuned at that N, PSNR and MS-SSIM are logged against time. Resumable; shard with "
+                       "--shard i/n. Then writes the tables and figures.")
+    p.add_argument("--dataset", default="kodak", choices=["kodak", "div2k_valid_x2"])
+    p.add_argument("--images", type=Path, default=None, help="a folder of images instead of --dataset")
+    p.add_argument("--budgets", type=float, nargs="+", default=[2, 5, 10, 30, 60], help="seconds, init included")
+    p.add_argument("--inits", nargs="+", default=["net", "quadtree", "random"], choices=["net", "quadtree", "random"])
+    p.add_argument("--param", choices=["cholesky", "rs"], default="cholesky")
+    p.add_argument("--limit", type=int, default=None, help="only the first LIMIT images")
+    p.add_argument("--shard", default="0/1", help="i/n: this process takes every n-th image from the i-th")
+    p.add_argument("--out", type=Path, default=Path("out/study"), help="per-image results (resumable)")
+    p.add_argument("--figures", type=Path, default=Path("figures"), help="where tables and figures go")
+    p.add_argument("--visual", nargs="*", default=["kodim05", "kodim23"], help="images for the visual grid")
+    p.add_argument("--summary-only", action="store_true", help="only rebuild tables and figures from --out")
+    p.set_defaults(run=run_bench)
+
     p = sub.add_parser("download", help="download and verify a dataset",
                        description="Download a dataset from its official site into GILAB_DATA (or --root) and "
                        "check every file's sha256.")
@@ -154,6 +171,43 @@ def run_demo(args) -> int:
     from . import io
 
     return run_fit(args, image=io.default_image(), name="demo")
+
+
+def run_bench(args) -> int:
+    from . import datasets, reproduce
+
+    if args.images is not None:
+        images = sorted(p for p in args.images.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    else:
+        images = getattr(datasets, args.dataset)()
+    images = images[:args.limit] if args.limit else images
+    try:
+        index, count = (int(v) for v in args.shard.split("/"))
+        assert 0 <= index < count
+    except (ValueError, AssertionError):
+        raise GilabError(f"--shard must be i/n with 0 <= i < n, got {args.shard!r}") from None
+    index, count = _distributed_shard(index, count)
+    config = reproduce.StudyConfig(budgets=tuple(sorted(args.budgets)), inits=tuple(args.inits), param=args.param)
+    if not args.summary_only:
+        reproduce.run_study(images, args.out, config, shard=(index, count))
+    if index == 0:
+        visual = [v for v in args.visual if any(p.stem == v for p in images)
+                  and (args.out / "runs" / f"{v}.json").exists()]
+        label = args.dataset if args.images is None else args.images.name
+        for name, path in reproduce.summarise(args.out, args.figures, images, label, tuple(visual)).items():
+            print(f"{name}: {path}")
+    return 0
+
+
+def _distributed_shard(index: int, count: int) -> tuple[int, int]:
+    """Under torchrun, each rank takes its own shard (RANK of WORLD_SIZE) of the shard given."""
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        rank = int(os.environ.get("RANK", "0"))
+        return index * world + rank, count * world
+    return index, count
 
 
 def run_download(args) -> int:
