@@ -5,9 +5,10 @@
 
 Backends: ``torch`` (sparse PyTorch) and ``cpu`` (numba) on the CPU, sum blending (GaussianImage's model, what
 fits use), plus ``cpu`` in alpha blending; with CUDA also ``torch`` on CUDA (sum) and ``gsplat`` (alpha).
-The ", passive" rows repeat ``torch`` and ``cpu`` with OMP_WAIT_POLICY=passive (see PASSIVE): on a machine
-shared with other busy processes, OpenMP spin-waiting can cost more than a small render. Speed-ups compare
-rows with the same setting.
+gilab makes idle OpenMP threads wait passively (``OMP_WAIT_POLICY=PASSIVE``, set on import unless the user set
+it); the ", spin" rows repeat ``torch`` and ``cpu`` with OMP_WAIT_POLICY=active (see SPIN): on a machine shared
+with other busy processes, spin-waiting can cost more than a small render. Speed-ups compare rows with the same
+setting.
 Cases: 256x256 / 2,000 Gaussians, Kodak 768x512 / 40,000 and 2040x1356 / 200,000 (DIV2K size), with realistic
 sizes (scales 0.5-4 px, 1 % six times larger); and the Kodak case with every scale x3 (9x the evaluations, cpu
 only) to show that time follows the evaluations and memory does not.
@@ -220,17 +221,18 @@ def run_row(case, backend, device, blend, repeats, budget_s, env=None) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-#: Environment of the "cpu, passive" rows: OpenMP threads sleep instead of spinning while they wait. numba's
-#: OpenMP layer runs on torch's libgomp, whose default spin-wait can cost more than a small render on a machine
-#: shared with other busy processes; these rows show the difference (set before torch starts, so per process).
-PASSIVE = {"OMP_WAIT_POLICY": "passive"}
+#: The default rows run with gilab's setting, passive OpenMP waiting; the ", spin" rows with libgomp's spin-waiting
+#: (numba's OpenMP layer runs on torch's libgomp), which can cost more than a small render on a machine shared
+#: with other busy processes. Set before torch starts, so per process.
+DEFAULT = {"OMP_WAIT_POLICY": "passive"}
+SPIN = {"OMP_WAIT_POLICY": "active"}
 
 
 def rows_to_run(cases, cuda: bool):
     """(case, backend, device, blend, extra environment) for every row of the table."""
     for case in cases:
         big_footprints = CASES[case][3] != 1.0
-        for env in (None, PASSIVE):
+        for env in (DEFAULT, SPIN):
             if not big_footprints:
                 yield case, "torch", "cpu", "sum", env
             yield case, "cpu", "cpu", "sum", env
@@ -282,7 +284,7 @@ def print_table(rows):
 
 
 def _label(r) -> str:
-    return r["backend"] + (" (cuda)" if r["device"] == "cuda" else "") + (", passive" if r.get("env") else "")
+    return r["backend"] + (" (cuda)" if r["device"] == "cuda" else "") + (", spin" if r.get("env") == SPIN else "")
 
 
 def _pct(x):
