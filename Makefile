@@ -14,7 +14,7 @@ export GILAB_DATA
 export OMP_WAIT_POLICY ?= PASSIVE
 PIP_QUIET := 2>&1 | { grep -v -e 'is ignored: it is neither' || true; }
 
-.PHONY: setup demo test test-fast test-gpu lab bench clean
+.PHONY: setup demo test test-fast test-gpu lab bench notebooks figures clean
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -37,6 +37,12 @@ test-gpu: setup
 
 lab: setup
 	$(BIN)/jupyter lab notebooks/
+
+notebooks: setup  ## re-execute the committed notebooks in place (normal mode)
+	cd notebooks && ../$(BIN)/jupyter nbconvert --to notebook --execute --inplace 0[0-2]_*.ipynb
+
+figures: setup  ## refresh the screenshot of the playground
+	GILAB_UPDATE_FIGURES=1 $(BIN)/python -m pytest -q tests/test_browser.py
 
 bench: setup
 	$(BIN)/python benchmarks/render.py
