@@ -84,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", choices=["kodak", "bsds500", "div2k_valid_x2"])
     p.add_argument("--root", type=Path, default=None, help="data folder (default: $GILAB_DATA or a cache folder)")
     p.set_defaults(run=run_download)
+
+    from .generator.data import add_cli as add_prepare_ppm
+    from .generator.train import add_cli as add_train_generator
+
+    add_prepare_ppm(sub)      # gilab prepare-ppm IMAGES... --out DIR [--iters N] [--shard i/n]
+    add_train_generator(sub)  # gilab train-generator [--config run.json] | --export CKPT --to PATH
     return parser
 
 

@@ -1,0 +1,16 @@
+"""Instant GaussianImage's generator: one network pass places and shapes the Gaussians (DESIGN.md 4).
+
+    from gilab.generator import Generator
+    gen = Generator.from_pretrained()          # the compact model shipped in gilab/weights/
+    gaussians = gen(image)                     # Gaussians2D, N adapts to the image's content
+
+Modules: ``config`` (sizes), ``model`` (ConvNeXt-UNet + position head), ``fields`` (per-triangle MLPs),
+``generator`` (the pipeline, weights I/O), ``data`` (pseudo-PPM preparation, crops), ``train`` (training, DDP).
+"""
+
+from .config import GeneratorConfig, TrainConfig
+from .fields import GaussianFields, Mesh
+from .generator import Generator
+from .model import ConvNeXtBlock, FeatureNet
+
+__all__ = ["ConvNeXtBlock", "FeatureNet", "GaussianFields", "Generator", "GeneratorConfig", "Mesh", "TrainConfig"]

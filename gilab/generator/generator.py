@@ -1,0 +1,202 @@
+"""The generator pipeline: image -> feature net -> PPM -> points -> triangles -> fields -> Gaussians2D.
+
+    gen = Generator.from_pretrained()                 # the shipped compact model, offline, no pickle
+    g = gen(image)                                    # (3, H, W) in [0, 1], any size -> Gaussians2D
+    g = gen(image, target_count=40_000)               # an exact-ish budget (density found by bisection)
+    gs = gen([a, b], kernel_size=4, timings=t)        # a list -> a list; t gets seconds per stage
+
+Stages (DESIGN.md 4): :class:`FeatureNet` (ConvNeXt-UNet + position head, batched, differentiable),
+:meth:`Generator.mesh` (dithering, Delaunay, ellipses: ``gilab.placement``, NumPy, not differentiable), and
+:class:`GaussianFields` (per-triangle MLPs, differentiable). Training uses the same three methods
+(``predict``, ``mesh``, ``build``); ``__call__`` wraps them for inference under ``torch.no_grad()``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import GilabError
+from .config import GeneratorConfig
+from .fields import FieldsOutput, GaussianFields, Mesh
+from .model import FeatureNet
+
+WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "generator.safetensors"
+FORMAT_NAME = "gilab.generator"
+FORMAT_VERSION = 1
+
+
+class Generator(nn.Module):
+    """Instant-GI's generator. ``Generator(GeneratorConfig())`` is untrained; use :meth:`from_pretrained`."""
+
+    def __init__(self, config: GeneratorConfig | None = None):
+        super().__init__()
+        self.config = config or GeneratorConfig()
+        self.net = FeatureNet(self.config).to(memory_format=torch.channels_last)
+        self.fields = GaussianFields(self.config.feat_dim, self.config.field_hidden, self.config.scale_max)
+        self.last_timings: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ stages
+    def pad(self, images: Tensor) -> Tensor:
+        """(B, 3, H, W) -> (B, 3, H', W') padded at the bottom/right (edge replicated) to the network's stride."""
+        s = self.config.stride
+        h, w = images.shape[-2:]
+        ph, pw = -h % s, -w % s
+        return F.pad(images, (0, pw, 0, ph), mode="replicate") if ph or pw else images
+
+    def predict(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The network, batched. images (B, 3, H, W) in [0, 1].
+
+        Returns (features (B, F, H'/s, W'/s) over the padded canvas, padded images (B, 3, H', W'),
+        ppm (B, H, W) in [0, 1]). The position logits are predicted at stride ``out_stride`` and upsampled
+        bilinearly before the sigmoid: the PPM is smooth and is max-pooled over k x k cells anyway.
+        """
+        h, w = images.shape[-2:]
+        padded = self.pad(images)
+        features, logits = self.net(padded)
+        logits = F.interpolate(logits, size=padded.shape[-2:], mode="bilinear", align_corners=False)
+        return features, padded, torch.sigmoid(logits[:, 0, :h, :w])
+
+    @torch.no_grad()
+    def mesh(self, ppm: Tensor, kernel_size: int = 3, density: float = 1.0,
+             target_count: int | None = None) -> Mesh:
+        """PPM (H, W) -> dithered points -> Delaunay triangles -> one ellipse per triangle (``gilab.placement``).
+
+        With ``target_count`` the density gain is searched (placement's count control: bisect the cheap
+        2 x points estimate, triangulate, correct) until the number of triangles is within 2 %.
+        """
+        from ..placement.dither import dither, pool_cells
+        from ..placement.ellipses import fit_ellipses
+        from ..placement.place import hit_count
+        from ..placement.triangulate import triangulate
+
+        ppm = ppm.detach().float().cpu()
+        height, width = ppm.shape
+
+        def build(gain: float) -> Mesh:
+            tri = triangulate(dither(ppm, kernel_size, gain), height, width)
+            centres, axes, angles = fit_ellipses(tri.triangles)
+            return Mesh(tri.points, tri.simplices, tri.neighbors, centres, axes, angles)
+
+        if target_count is None:
+            return build(density)
+        pooled = pool_cells(ppm, kernel_size)
+        positive = pooled[pooled > 0]
+        saturating = 1.0 / float(positive.min()) if positive.numel() else 1.0  # every cell marked
+        return hit_count(build, lambda gain: 2 * len(dither(ppm, kernel_size, gain)), int(target_count),
+                         low=1e-6, high=saturating, increasing=True,
+                         what=f"the generator with kernel_size={kernel_size} on a {height}x{width} image")
+
+    def build(self, features: Tensor, padded: Tensor, mesh: Mesh, size: tuple[int, int]) -> FieldsOutput:
+        """The fields for one image: features (F, h, w), padded image (3, H', W'), mesh -> T Gaussians."""
+        out = self.fields(features, padded, mesh.to(features.device))
+        out.gaussians.size = (int(size[0]), int(size[1]))
+        return out
+
+    # --------------------------------------------------------------- inference
+    @torch.no_grad()
+    def forward(self, image, kernel_size: int = 3, density: float = 1.0, target_count: int | None = None,
+                timings: dict | None = None):
+        """Gaussians for one image (or a list of images -> a list).
+
+        image: (3, H, W) tensor in [0, 1], a path, a PIL image or an array (grey and RGBA via ``gilab.io``).
+        kernel_size: the dithering cell, px (N is at most about 2 H W / k^2).
+        density: a gain on the PPM before dithering (more Gaussians above 1, fewer below).
+        target_count: aim for this many Gaussians instead (the density is searched; within 2 %).
+        timings: if given, gets seconds spent in "network", "placement" and "fields" (summed over a list);
+            also kept in ``self.last_timings``.
+        """
+        if isinstance(image, (list, tuple)):
+            total: dict[str, float] = {}
+            out = [self(im, kernel_size, density, target_count, total) for im in image]
+            self.last_timings = total
+            if timings is not None:
+                timings.update(total)
+            return out
+        from ..io import to_tensor_image
+
+        device = next(self.parameters()).device
+        x = image if isinstance(image, Tensor) and image.ndim == 3 and image.shape[0] == 3 else to_tensor_image(image)
+        x = x.to(device, torch.float32)
+        size = tuple(x.shape[-2:])
+        t = {}
+        tic = _tic(device)
+        features, padded, ppm = self.predict(x[None])
+        t["network"] = _toc(device, tic)
+        tic = _tic(device)
+        mesh = self.mesh(ppm[0], kernel_size, density, target_count)
+        t["placement"] = _toc(device, tic)
+        tic = _tic(device)
+        g = self.build(features[0], padded[0], mesh, size).gaussians
+        t["fields"] = _toc(device, tic)
+        self.last_timings = t
+        if timings is not None:
+            for k, v in t.items():
+                timings[k] = timings.get(k, 0.0) + v
+        return g
+
+    def ppm(self, image) -> Tensor:
+        """The position probability map (H, W) in [0, 1] for one image, without placing anything."""
+        from ..io import to_tensor_image
+
+        x = to_tensor_image(image).to(next(self.parameters()).device)
+        with torch.no_grad():
+            return self.predict(x[None])[2][0]
+
+    # ------------------------------------------------------------------ weights
+    def save_pretrained(self, path: str | Path, dtype: torch.dtype | None = None, **metadata) -> Path:
+        """Write the weights as safetensors (no pickle) with the config as JSON in the metadata.
+
+        dtype: store the weights in this dtype (e.g. torch.float16 halves the file; loading casts back to
+            the model's float32). Extra keyword arguments are stored as metadata strings (e.g. training notes).
+        """
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().to(dtype or v.dtype).contiguous().cpu() for k, v in self.state_dict().items()}
+        meta = {"format": FORMAT_NAME, "version": str(FORMAT_VERSION),
+                "config": json.dumps(self.config.to_dict()), **{k: str(v) for k, v in metadata.items()}}
+        tmp = path.with_name(path.name + ".tmp")
+        save_file(tensors, str(tmp), metadata=meta)
+        tmp.chmod(0o644)  # a file that ships inside the package must be readable by every user
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path | None = None, device=None) -> Generator:
+        """Load weights written by :meth:`save_pretrained`; by default the ones shipped inside gilab
+        (``gilab/weights/generator.safetensors``). Never touches the network."""
+        from safetensors import safe_open
+
+        path = Path(path) if path is not None else WEIGHTS
+        if not path.is_file():
+            raise GilabError(f"no generator weights at {path}: train them with `python -m gilab.generator.train` "
+                             "(see gilab/weights/MODEL_CARD.md) or pass the path of a .safetensors file")
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+        if meta.get("format") != FORMAT_NAME:
+            raise GilabError(f"{path}: not gilab generator weights (format={meta.get('format')!r})")
+        if int(meta.get("version", 0)) > FORMAT_VERSION:
+            raise GilabError(f"{path}: weights version {meta['version']} is newer than this gilab; upgrade gilab")
+        model = cls(GeneratorConfig.from_dict(json.loads(meta["config"])))
+        model.load_state_dict(state)
+        model.metadata = meta
+        model.eval()
+        return model.to(device) if device is not None else model
+
+
+def _tic(device) -> float:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+def _toc(device, tic: float) -> float:
+    return _tic(device) - tic

@@ -1,0 +1,231 @@
+"""The generator: network shapes, count control, weights I/O, gradients, DDP, pseudo-PPM preparation."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from gilab.generator import Generator, GeneratorConfig, TrainConfig
+from gilab.generator.generator import WEIGHTS
+
+TINY = GeneratorConfig(widths=(8, 16, 16, 16), depths=(1, 1, 1, 1), decoder_widths=(16, 16, 16, 16, 16),
+                       feat_dim=16, field_hidden=16)
+
+
+def smooth_image(h: int, w: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(1, 3, 4, 4, generator=g)
+    return torch.nn.functional.interpolate(low, size=(h, w), mode="bicubic", align_corners=False)[0].clamp(0, 1)
+
+
+def test_shapes_for_odd_sizes():
+    torch.manual_seed(0)
+    gen = Generator(TINY).eval()
+    for h, w in [(37, 53), (64, 64), (33, 100)]:
+        image = smooth_image(h, w)
+        features, padded, ppm = gen.predict(image[None])
+        hp, wp = padded.shape[-2:]
+        assert hp % 32 == 0 and wp % 32 == 0 and hp >= h and wp >= w
+        assert features.shape == (1, TINY.feat_dim, hp // TINY.out_stride, wp // TINY.out_stride)
+        assert ppm.shape == (1, h, w) and 0 <= ppm.min() and ppm.max() <= 1
+        timings = {}
+        g = gen(image, timings=timings)
+        assert g.size == (h, w) and len(g) > 0
+        assert set(timings) == {"network", "placement", "fields"}
+        m = g.means
+        assert (m[:, 0] >= 0).all() and (m[:, 0] <= w).all() and (m[:, 1] >= 0).all() and (m[:, 1] <= h).all()
+        assert torch.isfinite(g.conics()).all() and (g.scales > 0).all()
+
+
+@pytest.mark.parametrize("out_stride", [1, 4])
+def test_other_output_strides(out_stride):
+    cfg = GeneratorConfig(**{**TINY.to_dict(), "out_stride": out_stride})
+    features, _, ppm = Generator(cfg).predict(torch.rand(2, 3, 40, 70))
+    assert features.shape == (2, 16, 64 // out_stride, 96 // out_stride) and ppm.shape == (2, 40, 70)
+
+
+def test_list_grey_and_rgba_inputs():
+    from PIL import Image
+
+    gen = Generator(TINY).eval()
+    grey = Image.fromarray((np.random.default_rng(0).random((30, 41)) * 255).astype(np.uint8), "L")
+    rgba = Image.fromarray((np.random.default_rng(1).random((45, 20, 4)) * 255).astype(np.uint8), "RGBA")
+    out = gen([grey, rgba])
+    assert isinstance(out, list) and [g.size for g in out] == [(30, 41), (45, 20)]
+
+
+def test_count_follows_density_and_target():
+    gen = Generator(TINY)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 120), torch.linspace(0, 1, 150), indexing="ij")
+    ppm = (0.2 + 0.6 * xx * yy).float()
+    counts = [len(gen.mesh(ppm, density=d)) for d in (0.5, 1.0, 2.0)]
+    assert counts[0] < counts[1] < counts[2]
+    assert len(gen.mesh(ppm, kernel_size=5)) < counts[1]
+    for target in (500, 1500):
+        n = len(gen.mesh(ppm, target_count=target))
+        assert abs(n - target) <= 0.03 * target, (n, target)
+
+
+def test_save_and_load_roundtrip(tmp_path):
+    torch.manual_seed(0)
+    gen = Generator(TINY)
+    path = gen.save_pretrained(tmp_path / "g.safetensors", note="test")
+    assert b"pickle" not in path.read_bytes()[:16]
+    back = Generator.from_pretrained(path)
+    assert back.config == TINY and back.metadata["note"] == "test"
+    for (k, a), (_, b) in zip(gen.state_dict().items(), back.state_dict().items()):
+        assert torch.equal(a, b), k
+    image = smooth_image(40, 50)
+    torch.testing.assert_close(gen.eval()(image).means, back(image).means)
+
+
+@pytest.mark.skipif(not WEIGHTS.exists(), reason=f"no shipped weights yet at {WEIGHTS} (train, then export them)")
+def test_from_pretrained_loads_offline(monkeypatch):
+    import socket
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("from_pretrained must not use the network")
+
+    monkeypatch.setattr(socket, "socket", no_network)
+    gen = Generator.from_pretrained()
+    assert not gen.training
+    g = gen(smooth_image(50, 70))
+    assert len(g) > 0 and g.size == (50, 70)
+
+
+def test_missing_weights_is_a_clear_error(tmp_path):
+    from gilab.errors import GilabError
+
+    with pytest.raises(GilabError, match="no generator weights"):
+        Generator.from_pretrained(tmp_path / "none.safetensors")
+
+
+def test_gradients_reach_every_parameter_group():
+    from gilab.generator.train import GeneratorLoss, focal_mse
+
+    torch.manual_seed(0)
+    gen = Generator(TINY)
+    # Perturb the zero-initialised output layers, so gradients flow through every field's inputs too.
+    for head in (gen.fields.bc, gen.fields.sigma, gen.fields.opacity):
+        torch.nn.init.normal_(head[-1].weight, std=0.1)
+    loss_fn = GeneratorLoss(gen, TrainConfig(model=TINY, backend="torch"))
+    images = torch.stack([smooth_image(64, 64, s) for s in (0, 1)])
+    ppm = torch.rand(2, 64, 64)
+    losses = loss_fn(images, ppm)
+    (losses["rec"] + losses["scale"]).backward()  # the rendering (+ scale) loss alone
+    groups = {"encoder": gen.net.encoder, "decoder": gen.net.ups, "to_features": gen.net.to_features,
+              "reduce": gen.fields.reduce, "bc": gen.fields.bc, "sigma": gen.fields.sigma,
+              "opacity": gen.fields.opacity}
+    for name, module in groups.items():
+        grads = [p.grad for p in module.parameters()]
+        assert all(g is not None for g in grads), name
+        assert sum(g.abs().sum() for g in grads) > 0, name
+    # Dithering is not differentiable: the position head learns from L_ppm only.
+    assert all(p.grad is None for p in gen.net.position.parameters())
+    gen.zero_grad()
+    _, _, pred = gen.predict(images)
+    focal_mse(pred, ppm).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in gen.net.position.parameters())
+
+
+def _tiny_dataset(root, n=2, size=64):
+    from PIL import Image
+
+    for split in ("train", "val"):
+        (root / "data" / split).mkdir(parents=True)
+        (root / "ppm" / split).mkdir(parents=True)
+        for i in range(n):
+            image = smooth_image(size, size, seed=i)
+            arr = (image.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+            Image.fromarray(arr).save(root / "data" / split / f"im{i}.png")
+            ppm = torch.rand(size, size, generator=torch.Generator().manual_seed(i)).numpy().astype(np.float16)
+            np.save(root / "ppm" / split / f"im{i}.npy", ppm)
+
+
+def _tiny_config(tmp_path, **kw) -> TrainConfig:
+    base = {"model": TINY, "data": str(tmp_path / "data"), "ppm_dir": str(tmp_path / "ppm"),
+            "out": str(tmp_path / "run"), "crop": 32, "batch_size": 1, "epochs": 2, "val_images": 1, "threads": 1,
+            "backend": "torch"}
+    return TrainConfig(**{**base, **kw})
+
+
+def test_train_resumes(tmp_path):
+    from gilab.generator.train import load_checkpoint, train
+
+    _tiny_dataset(tmp_path)
+    cfg = _tiny_config(tmp_path, max_steps=1)
+    train(cfg, progress=False)
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["state"]["step"] == 1
+    cfg.max_steps = None
+    train(cfg, progress=False)  # picks up at step 1, finishes 2 epochs of 2 images
+    ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert ckpt["state"]["step"] == 4 and ckpt["state"]["epoch"] == 2
+    assert (tmp_path / "run" / "curves.png").exists() and (tmp_path / "run" / "best.pt").exists()
+    rows = [json.loads(r) for r in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert sum("val_psnr" in r for r in rows) == 2
+    from gilab.generator.train import export
+
+    out = export(tmp_path / "run" / "best.pt", tmp_path / "g.safetensors")
+    assert Generator.from_pretrained(out).config == TINY
+
+
+DDP_SCRIPT = """
+import os, sys, torch
+from gilab.generator import TrainConfig
+from gilab.generator.train import train
+cfg = TrainConfig.load(sys.argv[1])
+model = train(cfg, progress=False)
+flat = torch.cat([p.detach().flatten() for p in model.parameters()])
+torch.save(flat, os.path.join(sys.argv[2], f"rank{os.environ['RANK']}.pt"))
+"""
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_ranks_stay_identical(tmp_path):
+    _tiny_dataset(tmp_path)
+    cfg = _tiny_config(tmp_path, max_steps=2, val_images=2)
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg.to_dict()))
+    (tmp_path / "ddp.py").write_text(textwrap.dedent(DDP_SCRIPT))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(tmp_path / "ddp.py"), str(tmp_path / "cfg.json"), str(tmp_path)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    a, b = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    assert torch.equal(a, b)
+    start = torch.cat([p.detach().flatten() for p in Generator(TINY).parameters()])
+    assert not torch.equal(a, start)  # it trained
+
+
+def test_prepare_ppm_resumes_and_shards(tmp_path):
+    from PIL import Image
+
+    from gilab.generator.data import main, prepare_ppm
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(5):
+        Image.fromarray(np.full((12, 16, 3), 40 * i, np.uint8)).save(images / f"{i}.png")
+    calls = []
+
+    def compute(image):
+        calls.append(1)
+        return image.mean(0)
+
+    out = tmp_path / "ppm"
+    first = prepare_ppm(images, out, shard=(0, 2), compute=compute, progress=False)
+    assert first["done"] == 3 and sorted(p.name for p in out.iterdir()) == ["0.npy", "2.npy", "4.npy"]
+    again = prepare_ppm(images, out, compute=compute, progress=False)
+    assert again == {**again, "done": 2, "skipped": 3} and len(calls) == 5
+    assert not list(out.glob("*.tmp")) and not list(out.glob(".*"))
+    ppm = np.load(out / "2.npy")
+    assert ppm.dtype == np.float16 and ppm.shape == (12, 16) and np.allclose(ppm, 80 / 255, atol=1e-3)
+    # The command line skips everything that is done (no fit is started).
+    assert main([str(images), "--out", str(out), "--no-progress"]) == 0
