@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="fit the embedded default photograph (no download)",
                        description="Fit Gaussians to the photograph of Grace Hopper that ships with matplotlib "
                        "and write everything into out/demo/.")
-    _add_fit_options(p, n=20_000, iters=500, init="quadtree")
+    _add_fit_options(p, n=20_000, iters=500, init="net")
     p.add_argument("--out", type=Path, default=DEMO_OUT, help="output folder (default: out/demo)")
     p.set_defaults(run=run_demo)
 
