@@ -149,7 +149,8 @@ class FitState:
 
     @property
     def gaussians(self) -> Gaussians2D:
-        return self.model.gaussians().detach()
+        """A copy of the current Gaussians (the optimiser keeps changing the model's tensors in place)."""
+        return self.model.gaussians().detach().clone()
 
 
 @dataclass
@@ -268,7 +269,7 @@ def fit(image, init="random", *, n: int | None = None, iters: int | None = None,
     with torch.no_grad():
         final = render_clamped()
         history.set_loss(-1, torch.mean((final - target) ** 2).item())
-    return FitResult(model.gaussians().detach(), history, final, iteration, elapsed(), init_time, interrupted,
+    return FitResult(model.gaussians().detach().clone(), history, final, iteration, elapsed(), init_time, interrupted,
                      backend, param)
 
 

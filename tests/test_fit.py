@@ -66,6 +66,20 @@ def test_callback_sees_progress_and_can_stop():
     assert seen[0][1] == (3, 24, 32) and seen[0][2] == 40
 
 
+def test_callback_gaussians_are_a_snapshot():
+    """What a callback keeps stays as it was: the optimiser updates the model's tensors in place."""
+    kept = {}
+
+    def keep(state):
+        if state.iteration == 10:
+            kept["g"], kept["colors"] = state.gaussians, state.gaussians.colors.clone()
+
+    result = gilab.fit(smooth_image(), n=40, iters=30, callback=keep, callback_every=10, backend="torch",
+                       progress=False)
+    assert torch.equal(kept["g"].colors, kept["colors"])
+    assert not torch.equal(kept["g"].colors, result.gaussians.colors)
+
+
 def test_ctrl_c_returns_the_result_so_far():
     def interrupt(state):
         if state.iteration == 20:
