@@ -326,9 +326,12 @@ def plot_psnr_vs_time(studies: list[dict], ax=None):
         runs = [r for s in studies for r in s["runs"] if r["init"] == kind]
         if not runs:
             continue
-        mean = [_mean([psnr_at(r, t) for r in runs]) for t in grid]
+        # start where every image's run has started, so the mean is always over the same images
+        start = max(r["seconds"][0] for r in runs)
+        ts = [t for t in grid if t >= start]
+        mean = [_mean([psnr_at(r, t) for r in runs]) for t in ts]
         n = _mean([r["n"] for r in runs])
-        ax.plot(grid, mean, color=COLORS[kind], label=f"{kind} (mean N {n:,.0f})")
+        ax.plot(ts, mean, color=COLORS[kind], label=f"{kind} (mean N {n:,.0f})")
     log_axis(ax)
     ax.set_xlabel("time (s, init included)")
     ax.set_ylabel(f"mean PSNR over {len(studies)} images (dB)")
@@ -448,6 +451,6 @@ def summarise(out: Path, figures: Path, images: list[Path], dataset: str = "koda
         fig = plot_visual_grid(out, studies, images, list(visual), inits=tuple(k for k in (fast, "random")
                                                                                  if k in inits))
         written["visual"] = figures / "study_visual_grid.png"
-        fig.savefig(written["visual"], dpi=110)
+        fig.savefig(written["visual"], dpi=72)
     plt.close("all")
     return written
