@@ -14,13 +14,27 @@ import os
 # on an idle machine. Only effective when gilab is imported before torch; a value the user set wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from . import render  # noqa: E402
-from .fitting import FitResult, fit, random_gaussians  # noqa: E402
-from .gaussians import Gaussians2D, ndc_to_pixels, pixels_to_ndc  # noqa: E402
+from . import render
+from .fitting import FitResult, fit, random_gaussians
+from .gaussians import Gaussians2D, ndc_to_pixels, pixels_to_ndc
 
 __version__ = "0.1.0"
-__all__ = ["Gaussians2D", "render", "fit", "FitResult", "random_gaussians", "pixels_to_ndc", "ndc_to_pixels",
-           "io", "metrics", "datasets", "placement", "generator", "plots", "__version__"]
+__all__ = [
+    "FitResult",
+    "Gaussians2D",
+    "__version__",
+    "datasets",
+    "fit",
+    "generator",
+    "io",
+    "metrics",
+    "ndc_to_pixels",
+    "pixels_to_ndc",
+    "placement",
+    "plots",
+    "random_gaussians",
+    "render",
+]
 
 # Submodules with heavy dependencies (scipy, numba, matplotlib) load on first use: `gilab.placement` just works,
 # and `import gilab` stays fast.

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -38,7 +38,7 @@ def random_gaussians(n: int, height: int, width: int, param: str = "cholesky", s
     Cholesky (l1, l2, l3) = U[0,1)^3 + (0.5, 0, 0.5) px, or scales |U[0,1)^2 + 0.5| px and
     angle 2 pi sigmoid(U[0,1))."""
     gen = torch.Generator().manual_seed(seed)
-    rand = lambda *shape: torch.rand(*shape, generator=gen, dtype=dtype)  # noqa: E731 (reads better inline)
+    rand = lambda *shape: torch.rand(*shape, generator=gen, dtype=dtype)
     means = rand(n, 2) * torch.tensor([width, height], dtype=dtype)
     colors = rand(n, 3)
     if param == "cholesky":
@@ -238,7 +238,7 @@ def fit(image, init="random", *, n: int | None = None, iters: int | None = None,
         return rasterize(g.means, g.conics(), g.colors, g.opacities, height, width, blend, backend).clamp(0, 1)
 
     history = FitHistory()
-    elapsed = lambda: init_seconds + time.perf_counter() - start  # noqa: E731
+    elapsed = lambda: init_seconds + time.perf_counter() - start
     with torch.no_grad():
         current = render_clamped()
         history.append(0, elapsed(), torch.mean((current - target) ** 2).item())

@@ -359,7 +359,6 @@ def plot_visual_grid(out: Path, studies: list[dict], images: list[Path], names: 
                              layout="constrained", squeeze=False)
     for row, (name, kind) in enumerate(rows):
         study = next(s for s in studies if Path(s["image"]).stem == name)
-        run = next(r for r in study["runs"] if r["init"] == kind)
         target = load_image(by_name[name])
         _, height, width = target.shape
         y0, x0 = (height - crop) // 2, (width - crop) // 2

@@ -7,10 +7,9 @@ import sys
 import pytest
 import torch
 from PIL import Image
+from test_fit import smooth_image
 
 from gilab.cli import main
-
-from test_fit import smooth_image
 
 
 @pytest.fixture

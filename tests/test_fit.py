@@ -6,7 +6,6 @@ import pytest
 import torch
 
 import gilab
-from gilab import Gaussians2D
 from gilab.fitting import GaussianImageModel, random_gaussians
 
 

@@ -4,11 +4,10 @@ import math
 
 import pytest
 import torch
+from render_cases import random_cholesky
 
 from gilab import Gaussians2D, ndc_to_pixels, pixels_to_ndc
 from gilab.gaussians import FORMAT_VERSION
-
-from render_cases import random_cholesky
 
 
 def test_cholesky_and_scale_rotation_give_the_same_covariance():

@@ -1,8 +1,9 @@
 """Set-up files agree with each other: pyproject.toml, environment.yml, Makefile, .ci/run."""
 
 import re
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,7 +43,7 @@ def test_torch_pin_is_the_same_everywhere():
 def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     assert "make test" in readme and "make demo" in readme
-    assert re.search(r"^make test$", (ROOT / ".ci/run").read_text(), re.M)
+    assert re.search(r"^make test$", (ROOT / ".ci/run").read_text(), re.MULTILINE)
 
 
 def test_gsplat_needs_packaging_declared():

@@ -4,46 +4,13 @@ import math
 
 import pytest
 import torch
+from render_cases import BACKGROUND, assert_matches_dense, hard_cases, random_cholesky
 
 import gilab
 from gilab import Gaussians2D
 from gilab.render import dense
 
-from render_cases import hard_cases, random_cholesky
-
 CASES = hard_cases()
-BACKGROUND = torch.tensor([0.2, 0.5, 0.9])
-
-
-def grads(g, height, width, blend, backend):
-    """Image and the gradients of a fixed random linear loss wrt every Gaussian tensor."""
-    leaves = [t.detach().clone().requires_grad_() for t in (g.means, g.cholesky, g.colors, g.opacities)]
-    h = Gaussians2D.from_cholesky(*leaves)
-    image = gilab.render(h, height, width, blend=blend, backend=backend, background=BACKGROUND)
-    weights = torch.rand(image.shape, generator=torch.Generator().manual_seed(0))
-    if len(h):
-        (image * weights).sum().backward()
-    return [image.detach()] + [t.grad if t.grad is not None else torch.zeros_like(t) for t in leaves]
-
-
-def assert_matches_dense(g, height, width, blend, backend, label=""):
-    """``backend`` in float32 is as close to the float64 truth as the float32 dense reference is.
-
-    Comparing two float32 codes directly is not enough: on ill-conditioned cases (near-singular
-    covariances) both are off the exact answer by more than rtol 1e-4, in different directions.
-    So we measure each against the dense reference in float64 and allow the fast backend 4x the
-    reference's own float32 error, plus 1e-5 of the tensor's scale.
-    """
-    truth = grads(g.to(torch.float64), height, width, blend, "dense")
-    ref = grads(g, height, width, blend, "dense")
-    out = grads(g, height, width, blend, backend)
-    for name, t, r, o in zip(["image", "means", "cholesky", "colors", "opacities"], truth, ref, out):
-        if not t.numel():
-            continue
-        ref_error = (r.double() - t).abs().max().item()
-        error = (o.double() - t).abs().max().item()
-        bound = 4 * ref_error + 1e-5 * max(1.0, t.abs().max().item())
-        assert error <= bound, f"{label}{blend}: {name} off by {error:.3g} (dense float32: {ref_error:.3g})"
 
 
 @pytest.mark.parametrize("blend", ["sum", "alpha"])
@@ -72,13 +39,13 @@ def test_gradcheck(backend, blend, param):
     if param == "rs":
         g = g.to_scale_rotation()
         tensors = [g.means, g.scales, g.rotations, g.colors, g.opacities]
-        make = lambda m, s, r, c, o: Gaussians2D.from_scale_rotation(m, s, r, c, o)  # noqa: E731
+        make = lambda m, s, r, c, o: Gaussians2D.from_scale_rotation(m, s, r, c, o)
     else:
         tensors = [g.means, g.cholesky, g.colors, g.opacities]
         make = Gaussians2D.from_cholesky
     leaves = [t.detach().clone().requires_grad_() for t in tensors]
     background = BACKGROUND.double() if blend == "alpha" else None
-    fn = lambda *ts: gilab.render(make(*ts), 6, 7, blend=blend, backend=backend, background=background)  # noqa: E731
+    fn = lambda *ts: gilab.render(make(*ts), 6, 7, blend=blend, backend=backend, background=background)
     assert torch.autograd.gradcheck(fn, leaves, eps=1e-6, atol=1e-6)
 
 

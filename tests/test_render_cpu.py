@@ -1,49 +1,21 @@
 """The ``cpu`` backend (numba) against the dense reference: images, gradients, gradcheck, edge cases."""
 
 import pytest
+import render_cases
 import torch
+from render_cases import BACKGROUND, NAMES, hard_cases, image_and_grads, random_cholesky
 
 import gilab
 from gilab import Gaussians2D
 from gilab.render import cpu
 
-from render_cases import hard_cases, random_cholesky
-
 pytestmark = pytest.mark.skipif(not cpu.available()[0], reason=cpu.available()[1])
 
 CASES = hard_cases()
-BACKGROUND = torch.tensor([0.2, 0.5, 0.9])
-NAMES = ["image", "means", "cholesky", "colors", "opacities"]
-
-
-def image_and_grads(g, height, width, blend, backend):
-    """The image and the gradients of a fixed random linear loss wrt every Gaussian tensor."""
-    leaves = [t.detach().clone().requires_grad_() for t in (g.means, g.cholesky, g.colors, g.opacities)]
-    image = gilab.render(Gaussians2D.from_cholesky(*leaves), height, width, blend=blend, backend=backend,
-                         background=BACKGROUND.to(g.dtype))
-    weights = torch.rand(image.shape, generator=torch.Generator().manual_seed(0), dtype=image.dtype)
-    if len(g):
-        (image * weights).sum().backward()
-    return [image.detach()] + [t.grad if t.grad is not None else torch.zeros_like(t) for t in leaves]
 
 
 def assert_matches_dense(g, height, width, blend, label=""):
-    """``cpu`` in float32 is as close to the float64 truth as the float32 dense reference is.
-
-    Each float32 result is measured against the dense reference in float64; ``cpu`` may be off by 4x the
-    dense reference's own float32 error plus 1e-5 of the tensor's scale (both sum in different orders).
-    """
-    truth = image_and_grads(g.to(torch.float64), height, width, blend, "dense")
-    ref = image_and_grads(g, height, width, blend, "dense")
-    out = image_and_grads(g, height, width, blend, "cpu")
-    for name, t, r, o in zip(NAMES, truth, ref, out):
-        assert o.dtype == r.dtype and o.shape == r.shape, name
-        if not t.numel():
-            continue
-        ref_error = (r.double() - t).abs().max().item()
-        error = (o.double() - t).abs().max().item()
-        bound = 4 * ref_error + 1e-5 * max(1.0, t.abs().max().item())
-        assert error <= bound, f"{label}{blend}: {name} off by {error:.3g} (dense float32: {ref_error:.3g})"
+    render_cases.assert_matches_dense(g, height, width, blend, "cpu", label)
 
 
 @pytest.mark.parametrize("blend", ["sum", "alpha"])
@@ -92,7 +64,7 @@ def test_gradcheck_through_parametrisations(param):
         tensors = [g.means, g.cholesky, g.colors, g.opacities]
         make = Gaussians2D.from_cholesky
     leaves = [t.detach().clone().requires_grad_() for t in tensors]
-    fn = lambda *ts: gilab.render(make(*ts), 6, 7, backend="cpu")  # noqa: E731
+    fn = lambda *ts: gilab.render(make(*ts), 6, 7, backend="cpu")
     assert torch.autograd.gradcheck(fn, leaves, eps=1e-6, atol=1e-6)
 
 

@@ -3,27 +3,13 @@ except for the checks of the gsplat wrapper that run anywhere (availability, til
 
 import pytest
 import torch
+from render_cases import NAMES, assert_matches_dense, hard_cases, image_and_grads, random_cholesky
 
 import gilab
 from gilab import Gaussians2D
 from gilab.render import dense, gsplat
 
-from render_cases import hard_cases, random_cholesky
-
 CUDA = torch.cuda.is_available()
-BACKGROUND = torch.tensor([0.2, 0.5, 0.9])
-NAMES = ["image", "means", "cholesky", "colors", "opacities"]
-
-
-def image_and_grads(g, height, width, blend, backend, device):
-    leaves = [t.detach().to(device).clone().requires_grad_() for t in (g.means, g.cholesky, g.colors, g.opacities)]
-    image = gilab.render(Gaussians2D.from_cholesky(*leaves), height, width, blend=blend, backend=backend,
-                         background=BACKGROUND.to(device, g.dtype))
-    weights = torch.rand(image.shape, generator=torch.Generator().manual_seed(0), dtype=image.dtype).to(device)
-    if len(g):
-        (image * weights).sum().backward()
-    return [image.detach().cpu()] + [(t.grad if t.grad is not None else torch.zeros_like(t)).cpu() for t in leaves]
-
 
 # ------------------------------------------------------------------------------------ anywhere (no CUDA)
 def test_gsplat_availability_says_why():
@@ -82,16 +68,7 @@ def test_gsplat_matches_dense_alpha(case):
 def test_torch_on_cuda_matches_dense_sum(case):
     """Sum blending on CUDA goes through backend 'torch'; it matches dense (also on CUDA) to float32 rounding."""
     g, height, width = hard_cases()[case]
-    truth = image_and_grads(g.to(torch.float64), height, width, "sum", "dense", "cuda")
-    ref = image_and_grads(g, height, width, "sum", "dense", "cuda")
-    out = image_and_grads(g, height, width, "sum", "torch", "cuda")
-    for name, t, r, o in zip(NAMES, truth, ref, out):
-        if not t.numel():
-            continue
-        ref_error = (r.double() - t).abs().max().item()
-        error = (o.double() - t).abs().max().item()
-        bound = 4 * ref_error + 1e-5 * max(1.0, t.abs().max().item())
-        assert error <= bound, f"{case}: {name} off by {error:.3g} (dense float32: {ref_error:.3g})"
+    assert_matches_dense(g, height, width, "sum", "torch", label=f"{case}: ", device="cuda")
 
 
 @pytest.mark.gpu

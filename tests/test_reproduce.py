@@ -3,12 +3,11 @@
 import json
 
 import pytest
+from conftest import synthetic_image
 from PIL import Image
 
 from gilab import reproduce
 from gilab.cli import main
-
-from conftest import synthetic_image
 
 
 @pytest.fixture
@@ -48,7 +47,7 @@ def test_study_runs_resumes_and_summarises(tmp_path, tiny_folder):
 
 def test_speedup_arithmetic():
     """random reaches net's 2 s PSNR at 8 s -> 4x; net's 4 s PSNR never -> lower bound 10 s / 4 s."""
-    run = lambda init, secs, psnr, snaps: {"init": init, "seconds": secs, "psnr": psnr, "snapshots": snaps}  # noqa
+    run = lambda init, secs, psnr, snaps: {"init": init, "seconds": secs, "psnr": psnr, "snapshots": snaps}
     net = run("net", [0.5, 2, 4], [20, 25, 30], [{"budget": 2, "psnr": 25}, {"budget": 4, "psnr": 30}])
     rnd = run("random", [1, 8, 10], [10, 25.5, 28], [])
     table = reproduce.speedups([{"runs": [net, rnd]}])

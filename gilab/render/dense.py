@@ -24,7 +24,7 @@ from torch import Tensor
 from ..gaussians import CUTOFF
 
 #: Default limit on H * W * N; above it the dense backend refuses (each float32 intermediate is 4 bytes per pair).
-MAX_EVALUATIONS = int(os.environ.get("GILAB_DENSE_MAX_EVALUATIONS", 2**26))
+MAX_EVALUATIONS = int(os.environ.get("GILAB_DENSE_MAX_EVALUATIONS", str(2**26)))
 
 ALPHA_MAX = 0.999
 T_MIN = 1e-4
