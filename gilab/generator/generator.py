@@ -149,17 +149,27 @@ class Generator(nn.Module):
             return self.predict(x[None])[2][0]
 
     # ------------------------------------------------------------------ weights
-    def save_pretrained(self, path: str | Path, dtype: torch.dtype | None = None, **metadata) -> Path:
+    def save_pretrained(self, path: str | Path, dtype: torch.dtype | None = None, int8_min_numel: int | None = None,
+                        **metadata) -> Path:
         """Write the weights as safetensors (no pickle) with the config as JSON in the metadata.
 
         dtype: store the weights in this dtype (e.g. torch.float16 halves the file; loading casts back to
-            the model's float32). Extra keyword arguments are stored as metadata strings (e.g. training notes).
+            the model's float32).
+        int8_min_numel: store weight matrices and kernels with at least this many entries as int8 with one
+            float32 scale per output channel (``<name>.int8_scale``); :meth:`from_pretrained` dequantizes them.
+        Extra keyword arguments are stored as metadata strings (e.g. training notes).
         """
         from safetensors.torch import save_file
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.detach().to(dtype or v.dtype).contiguous().cpu() for k, v in self.state_dict().items()}
+        tensors = {}
+        for k, v in self.state_dict().items():
+            v = v.detach().float().cpu()
+            if int8_min_numel is not None and v.ndim >= 2 and v.numel() >= int8_min_numel:
+                tensors[k], tensors[k + INT8_SCALE] = _quantize_int8(v)
+            else:
+                tensors[k] = v.to(dtype or v.dtype).contiguous()
         meta = {"format": FORMAT_NAME, "version": str(FORMAT_VERSION),
                 "config": json.dumps(self.config.to_dict()), **{k: str(v) for k, v in metadata.items()}}
         tmp = path.with_name(path.name + ".tmp")
@@ -180,7 +190,7 @@ class Generator(nn.Module):
                              "(see gilab/weights/MODEL_CARD.md) or pass the path of a .safetensors file")
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+            state = _dequantize_int8({k: f.get_tensor(k) for k in f.keys()})  # noqa: SIM118 (not a dict)
         if meta.get("format") != FORMAT_NAME:
             raise GilabError(f"{path}: not gilab generator weights (format={meta.get('format')!r})")
         if int(meta.get("version", 0)) > FORMAT_VERSION:
@@ -190,6 +200,28 @@ class Generator(nn.Module):
         model.metadata = meta
         model.eval()
         return model.to(device) if device is not None else model
+
+
+INT8_SCALE = ".int8_scale"
+
+
+def _quantize_int8(weight: Tensor) -> tuple[Tensor, Tensor]:
+    """Symmetric per-output-channel int8: weight ~= q * scale, q (same shape) int8, scale (C_out,) float32."""
+    flat = weight.reshape(weight.shape[0], -1)
+    scale = flat.abs().amax(1).clamp(min=1e-12) / 127
+    q = torch.round(flat / scale[:, None]).clamp(-127, 127).to(torch.int8)
+    return q.reshape(weight.shape).contiguous(), scale.contiguous()
+
+
+def _dequantize_int8(state: dict) -> dict:
+    """Undo :func:`_quantize_int8` for every tensor that has a ``<name>.int8_scale`` companion."""
+    out = {}
+    for k, v in state.items():
+        if k.endswith(INT8_SCALE):
+            continue
+        scale = state.get(k + INT8_SCALE)
+        out[k] = v if scale is None else (v.float().reshape(v.shape[0], -1) * scale[:, None]).reshape(v.shape)
+    return out
 
 
 def _tic(device) -> float:
