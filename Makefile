@@ -39,7 +39,7 @@ lab: setup
 	$(BIN)/jupyter lab notebooks/
 
 notebooks: setup  ## re-execute the committed notebooks in place (normal mode)
-	cd notebooks && ../$(BIN)/jupyter nbconvert --to notebook --execute --inplace 0[0-2]_*.ipynb
+	cd notebooks && ../$(BIN)/jupyter nbconvert --to notebook --execute --inplace [0-9][0-9]_*.ipynb
 
 figures: setup  ## refresh the screenshot of the playground
 	GILAB_UPDATE_FIGURES=1 $(BIN)/python -m pytest -q tests/test_browser.py
