@@ -20,5 +20,16 @@ from .common import draw_ellipses, ellipse_outlines, image_to_bytes, image_to_pn
 from .fit_monitor import FitMonitor
 from .playground import DEFAULT_PLAYGROUND, GaussianPlayground, playground_gaussians
 
-__all__ = ["DEFAULT_PLAYGROUND", "FitMonitor", "GaussianPlayground", "draw_ellipses", "ellipse_outlines",
-           "image_to_bytes", "image_to_png", "playground_gaussians", "show_fit"]
+# Widgets that pull in heavier parts of gilab (placement, the generator) load on first use.
+_LAZY = {"PlacementExplorer": "placement_explorer", "StartComparison": "compare"}
+
+__all__ = ["DEFAULT_PLAYGROUND", "FitMonitor", "GaussianPlayground", "PlacementExplorer", "StartComparison",
+           "draw_ellipses", "ellipse_outlines", "image_to_bytes", "image_to_png", "playground_gaussians", "show_fit"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
