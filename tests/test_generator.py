@@ -176,6 +176,21 @@ def test_train_resumes(tmp_path):
     assert Generator.from_pretrained(out).config == TINY
 
 
+def test_train_stage_starts_from_given_weights(tmp_path):
+    """--init-from: a new stage (fresh optimizer, step 0) whose first weights are the given ones."""
+    from gilab.generator.train import load_checkpoint, train
+
+    _tiny_dataset(tmp_path)
+    start = Generator(TINY)
+    torch.nn.init.constant_(start.fields.bc[-1].bias, 0.25)  # a mark no random init makes
+    weights = start.save_pretrained(tmp_path / "start.safetensors")
+    cfg = _tiny_config(tmp_path, max_steps=1, lr=1e-12, lr_min=1e-12, init_from=str(weights))
+    trained = train(cfg, progress=False)
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["state"]["step"] == 1
+    for name, value in start.state_dict().items():
+        torch.testing.assert_close(trained.state_dict()[name], value, atol=1e-6, rtol=0, msg=name)
+
+
 DDP_SCRIPT = """
 import os, sys, torch
 from gilab.generator import TrainConfig

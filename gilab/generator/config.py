@@ -84,6 +84,7 @@ class TrainConfig:
     seed: int = 0
     backend: str = "auto"              # render backend
     threads: int | None = None         # torch threads per process
+    init_from: str | None = None       # start from these weights (.pt checkpoint or .safetensors): a fine-tuning stage
 
     def to_dict(self) -> dict:
         return asdict(self)

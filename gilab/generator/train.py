@@ -142,6 +142,13 @@ def load_checkpoint(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
+def initial_weights(path: Path) -> dict:
+    """The model state dict in a training checkpoint (.pt) or in shipped weights (.safetensors)."""
+    if path.suffix == ".safetensors":
+        return Generator.from_pretrained(path).state_dict()
+    return load_checkpoint(path)["model"]
+
+
 def export(checkpoint: str | Path, to: str | Path, half: bool = False, **metadata) -> Path:
     """Write a checkpoint's model as a shippable safetensors file (config in the metadata; ``half``: float16)."""
     ckpt = load_checkpoint(Path(checkpoint))
@@ -236,6 +243,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> Generator:
         if rank == 0:
             print(f"resuming from {last}: epoch {state['epoch']}, step {state['step']}", flush=True)
             _truncate_log(out / "log.jsonl", state["step"])
+    elif cfg.init_from:  # a new stage on top of earlier weights: fresh optimizer and schedule, step 0
+        model.load_state_dict(initial_weights(Path(cfg.init_from)))
+        if rank == 0:
+            print(f"starting from the weights in {cfg.init_from}", flush=True)
     if rank == 0:
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     log = open(out / "log.jsonl", "a") if rank == 0 else None  # noqa: SIM115 (open for the whole run)
