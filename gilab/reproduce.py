@@ -358,9 +358,9 @@ def plot_visual_grid(out: Path, studies: list[dict], images: list[Path], names: 
     fig, axes = plt.subplots(2 * len(rows), cols, figsize=(2.4 * cols, 2 * 2.4 * len(rows) * 0.75),
                              layout="constrained", squeeze=False)
     for row, (name, kind) in enumerate(rows):
-        study = next(s for s in studies if Path(s["image"]).stem == name)
         target = load_image(by_name[name])
         _, height, width = target.shape
+        crop = min(crop, height, width)
         y0, x0 = (height - crop) // 2, (width - crop) // 2
         panels = [("ground truth", target)]
         for b in budgets:
@@ -377,6 +377,55 @@ def plot_visual_grid(out: Path, studies: list[dict], images: list[Path], names: 
             bottom.imshow(to_numpy_image(img[:, y0:y0 + crop, x0:x0 + crop]), interpolation="nearest")
             for a in (top, bottom):
                 a.axis("off")
+    return fig
+
+
+def plot_ppm_overlay(out: Path, images: list[Path], names: list[str], generator=None, crop: int = 64):
+    """Per named image: the image, the network's PPM, its init Gaussians (1 std) over a zoomed crop, their render.
+
+    The Gaussians are the study's saved ``net`` inits (``out/gaussians/<name>_net_init.safetensors``); the PPM is
+    recomputed with ``generator`` (default: the shipped one), which must be the one the study ran with.
+    """
+    import matplotlib.pyplot as plt
+
+    from .gaussians import Gaussians2D
+    from .io import load_image
+    from .plots.fitting import to_numpy_image
+    from .plots.placement import plot_ellipses
+    from .render import render
+
+    generator = generator if generator is not None else _load_generator()
+    by_name = {Path(p).stem: p for p in images}
+    fig, axes = plt.subplots(len(names), 4, figsize=(4 * 2.8, len(names) * 2.8 * 0.72), layout="constrained",
+                             squeeze=False)
+    for row, name in enumerate(names):
+        target = load_image(by_name[name])
+        _, height, width = target.shape
+        g = Gaussians2D.load(out / "gaussians" / f"{name}_net_init.safetensors")
+        crop = min(crop, height, width)
+        y0, x0 = (height - crop) // 2, (width - crop) // 2
+        box = (slice(y0, y0 + crop), slice(x0, x0 + crop))
+        inside = ((g.means[:, 0] >= x0 - 8) & (g.means[:, 0] < x0 + crop + 8)
+                  & (g.means[:, 1] >= y0 - 8) & (g.means[:, 1] < y0 + crop + 8))
+        local = g[inside].to_cholesky()
+        local = Gaussians2D.from_cholesky(local.means - torch.tensor([x0, y0]), local.cholesky, local.colors,
+                                          local.opacities, size=(crop, crop))
+        with torch.no_grad():
+            picture = render(g, height, width).clamp(0, 1)
+        ax = axes[row]
+        ax[0].imshow(to_numpy_image(target))
+        ax[0].add_patch(plt.Rectangle((x0, y0), crop, crop, fill=False, color="yellow", lw=1))
+        ax[0].set_title(name, fontsize=8)
+        ax[1].imshow(generator.ppm(target).cpu().numpy(), cmap="magma", vmin=0, vmax=1)
+        ax[1].set_title("network PPM", fontsize=8)
+        plot_ellipses(target[:, box[0], box[1]], local, ax=ax[2], linewidth=0.5,
+                      title=f"init Gaussians in the crop (1 std; {len(g):,} in all)")
+        ax[2].title.set_fontsize(8)
+        ax[3].imshow(to_numpy_image(picture[:, box[0], box[1]]), interpolation="nearest")
+        ax[3].set_title(f"their render, crop ({-10 * math.log10(torch.mean((picture - target) ** 2).item()):.1f} dB "
+                        "whole image)", fontsize=8)
+        for a in ax:
+            a.axis("off")
     return fig
 
 
@@ -427,9 +476,9 @@ def summarise(out: Path, figures: Path, images: list[Path], dataset: str = "koda
     figures.mkdir(parents=True, exist_ok=True)
     written = {}
     inits = {r["init"] for s in studies for r in s["runs"]}
-    md = [f"# Time-to-quality study ({dataset}, {len(studies)} images)\n",
-          f"Machine: {studies[0]['machine']}; runs dated {min(s['date'] for s in studies)} to "
-          f"{max(s['date'] for s in studies)}.\n", quality_table(studies)]
+    dates = sorted(s["date"] for s in studies)
+    machine = f"Machine: {studies[0]['machine']}; runs dated {dates[0]} to {dates[-1]}.\n"
+    md = [f"# Time-to-quality study ({dataset}, {len(studies)} images)\n", machine, quality_table(studies)]
     fast = "net" if "net" in inits else "quadtree"
     if fast in inits and "random" in inits:
         md += [f"\n## Speed-up of `{fast}` over `random` at the same N\n", speedup_table(studies, fast, "random")]
@@ -451,5 +500,9 @@ def summarise(out: Path, figures: Path, images: list[Path], dataset: str = "koda
                                                                                  if k in inits))
         written["visual"] = figures / "study_visual_grid.png"
         fig.savefig(written["visual"], dpi=72)
+        if "net" in inits:
+            fig = plot_ppm_overlay(out, images, list(visual))
+            written["ppm_overlay"] = figures / "study_ppm_overlay.png"
+            fig.savefig(written["ppm_overlay"], dpi=100)
     plt.close("all")
     return written

@@ -45,6 +45,14 @@ def test_study_runs_resumes_and_summarises(tmp_path, tiny_folder):
         assert (figures / name).stat().st_size > 1000, name
 
 
+def test_net_start_gets_its_ppm_overlay(tmp_path, tiny_folder):
+    out, figures = tmp_path / "study", tmp_path / "figures"
+    assert main(["bench", "--images", str(tiny_folder), "--inits", "net", "--budgets", "0.3", "--limit", "1",
+                 "--out", str(out), "--figures", str(figures), "--visual", "img0"]) == 0
+    assert (out / "gaussians" / "img0_net_init.safetensors").exists()
+    assert (figures / "study_ppm_overlay.png").stat().st_size > 1000
+
+
 def test_speedup_arithmetic():
     """random reaches net's 2 s PSNR at 8 s -> 4x; net's 4 s PSNR never -> lower bound 10 s / 4 s."""
     run = lambda init, secs, psnr, snaps: {"init": init, "seconds": secs, "psnr": psnr, "snapshots": snaps}
