@@ -216,7 +216,11 @@ def machine_description() -> str:
 
 # ------------------------------------------------------------------ summary
 def load_runs(out: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json"))]
+    """The per-image results under ``out``: ``gilab bench``'s ``<out>/runs/*.json``, or the same files directly in
+    ``out`` (as committed in ``figures/study/``)."""
+    out = Path(out)
+    folder = out / "runs" if (out / "runs").is_dir() else out
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
 
 
 def psnr_at(run: dict, seconds: float) -> float:

@@ -1,0 +1,31 @@
+# Run in the kernel after notebooks/06_reproduce_paper.ipynb (fast mode): what it must have achieved.
+# The study shown: all of figures/study/, the 24 Kodak images.
+assert STUDY.name == "study" and len(studies) == len(sorted(STUDY.glob("*.json"))) == 24, (STUDY, len(studies))
+
+# Every image has the three starts, at one N, with a snapshot at every budget.
+assert inits == ["net", "quadtree", "random"], inits
+for study in studies:
+    runs = {r["init"]: r for r in study["runs"]}
+    assert set(runs) == set(inits), study["image"]
+    assert runs["random"]["n"] == runs["net"]["n"], study["image"]
+    assert abs(runs["quadtree"]["n"] - runs["net"]["n"]) < 0.05 * runs["net"]["n"], study["image"]
+    for run in runs.values():
+        assert [sn["budget"] for sn in run["snapshots"]] == budgets, (study["image"], run["init"])
+
+# The tables show the published numbers beside ours, labelled as theirs.
+for shown in (init_table, quality_md):
+    assert f"{theirs['n']:,}" in shown and f"{theirs['init_psnr']:.2f}" in shown and "theirs" in shown, shown
+assert theirs["n"] == 42_858 and theirs["init_psnr"] == 29.68
+assert "| net |" in quality_md and "| random |" in quality_md and "| quadtree |" in quality_md
+assert f"up to {PAPER_SPEEDUP}x" in speed_md and "never caught up" in speed_md
+assert per_image_md.count("\n| kodim") == len(studies)
+
+# The generator benchmark: all 24 Kodak images at the reference's N, ahead of the quad-tree.
+assert gen["summary"]["images"] == len(gen["per_image"]) == len(n_net) == len(n_quad) == 24
+assert abs(ours["n"] - theirs["n"]) < 0.05 * theirs["n"] and ours["psnr"] > ours["quadtree"]["psnr"] + 1.5
+assert rho > 0.5, rho  # N follows detail
+
+# What the study found: the network's start is ahead of the random one at every budget, on every image.
+assert all(psnr_of(s, "net", b) > psnr_of(s, "random", b) for s in studies for b in budgets)
+assert set(speedups(studies)) == set(budgets) and len(per_image_speedup) == 2 * len(studies)
+assert all(v > 0 for d in per_image_speedup.values() for v in d.values())
