@@ -1,0 +1,19 @@
+# Run in the kernel after notebooks/05_finetuning_speedup.ipynb (fast mode): what it must have achieved.
+from gilab.reproduce import psnr_at
+
+assert set(runs) == {"net", "quadtree", "random"} and runs["net"]["n"] == runs["random"]["n"] == n
+assert abs(runs["quadtree"]["n"] - n) <= 0.05 * n, (runs["quadtree"]["n"], n)  # the quad-tree aims at N
+assert all(r["seconds"][-1] > 0.9 * max(config.budgets) for r in runs.values())
+assert [s["budget"] for s in runs["net"]["snapshots"]] == sorted(config.budgets)
+# the claim, at every budget: the net start is ahead of the random one at the same N and the same time
+for budget in config.budgets:
+    assert psnr_at(runs["net"], budget) > psnr_at(runs["random"], budget) + 3, (budget, runs["net"]["snapshots"])
+assert runs["net"]["init_psnr"] > runs["quadtree"]["init_psnr"] > runs["random"]["init_psnr"]
+[(ratio, bound)] = ratios["random"][min(config.budgets)]
+assert ratio >= 2, ratios  # random needs at least twice as long as net's shortest budget (or never gets there)
+assert (out / "gaussians" / f"{name}_net_init.safetensors").exists()
+# the widget ran its three starts in the background, and the net beat random there too
+assert comparison.runs_done == 3 and not comparison.running and not comparison.stopped and comparison.updates >= 3
+assert set(live) == {"net", "quadtree", "random"} and live["net"]["n"] == comparison.n
+assert psnr_at(live["net"], comparison.budget) > psnr_at(live["random"], comparison.budget)
+assert "Speed-up of net" in comparison.summary and len(comparison.curve_view.value) > 1000
