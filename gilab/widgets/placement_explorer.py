@@ -1,0 +1,275 @@
+"""The placement explorer: a PPM -> points -> triangles -> Gaussians, under sliders, drawn over the image (notebook 03).
+
+    explorer = PlacementExplorer(image)                 # PPM: the quad-tree's pseudo-PPM of the image
+    explorer = PlacementExplorer(image, ppm=my_ppm)     # any (H, W) map in [0, 1]
+    explorer                                            # (display it)
+    explorer.kernel_size.value = 4                      # what a slider does; explorer.gaussians is the new set
+
+The widget only orchestrates and draws: every number comes from :mod:`gilab.placement` (``dither``,
+``triangulate``, ``gaussians_from_triangles``, ``hit_count``: the same calls :func:`gilab.placement.place`
+makes, kept step by step here so that the points and triangles can be drawn too) and :func:`gilab.render`.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .common import _widgets, ellipse_outlines, image_to_bytes, image_to_uint8
+
+#: Colours of the overlays (RGBA): points, triangle edges, Gaussian ellipses (1 standard deviation).
+POINT_COLOR = (255, 40, 40, 255)
+TRIANGLE_COLOR = (255, 255, 255, 150)
+ELLIPSE_COLOR = (0, 230, 255, 200)
+BOUNDARY_COLOR = (255, 200, 0, 255)
+
+
+def place_with_parts(ppm: Tensor, image: Tensor, kernel_size: int = 3, density: float = 1.0,
+                     target_count: int | None = None, seed: int = 0):
+    """:func:`gilab.placement.place`, step by step, keeping what it makes on the way.
+
+    Args:
+        ppm: (H, W) in [0, 1]; image: (3, H, W) in [0, 1].
+        kernel_size, density, target_count, seed: as for :func:`~gilab.placement.place` (the same calls, so
+            the same Gaussians; with ``target_count`` the density gain is searched).
+
+    Returns:
+        ``(points (M, 2) px, triangulation, gaussians, gain)``: the dithered points, the
+        :class:`~gilab.placement.Triangulation` (input points + boundary points), the Gaussians and the
+        density gain used. Raises ValueError when ``target_count`` is out of reach (as ``place`` does).
+    """
+    from ..placement import dither, gaussians_from_triangles, hit_count, saturating_density, triangulate
+
+    height, width = ppm.shape[-2:]
+    parts = {}  # id(gaussians) -> (points, triangulation, gaussians, gain) of every build
+
+    def build(gain: float):
+        points = dither(ppm, kernel_size, gain)
+        tri = triangulate(points, height, width, seed=seed)
+        g = gaussians_from_triangles(tri.triangles, image, height=height, width=width)
+        parts[id(g)] = (points, tri, g, gain)
+        return g
+
+    if target_count is None:
+        g = build(density)
+    else:  # place()'s search: 2 x (dithered points) predicts N, each full build corrects the goal
+        g = hit_count(build, lambda gain: 2 * len(dither(ppm, kernel_size, gain)), int(target_count),
+                      low=1e-6, high=saturating_density(ppm, kernel_size), increasing=True,
+                      what=f"kernel_size={kernel_size} (at most about 2 H W / k^2 = "
+                           f"{2 * height * width // kernel_size ** 2:,} here)")
+    return parts[id(g)]
+
+
+class PlacementExplorer:
+    """Explore Instant GaussianImage's non-learned placement on one image: move a slider, see the points,
+    triangles and Gaussians change, with N and the PSNR of their render.
+
+    Controls: ``kernel_size`` (k: at most one point per k x k cell), ``density`` (a gain on the pooled PPM)
+    or, with ``mode`` set to "target count", ``target_count`` (the gain is searched so that N lands within
+    2 %); ``background`` ("image", "render" of the placed Gaussians, or the "PPM"); ``layers``, one checkbox
+    each for "points" (dithered cell centres, boundary points in yellow), "triangles" (Delaunay) and
+    "ellipses" (each Gaussian at 1 standard deviation). ``status`` reads N, the number of points and the
+    render's PSNR. Every change redraws the picture in ``image`` (an ``ipywidgets.Image``); the sliders
+    report only when released, so a drag places once.
+
+    Args:
+        image: (3, H, W) in [0, 1].
+        ppm: (H, W) position probability map in [0, 1] (default: the pseudo-PPM of the quad-tree init,
+            ``gilab.placement.ppm_from_image(image, iters=0)``).
+        kernel_size, density, target_count: the starting values (a ``target_count`` starts in that mode).
+        layers: the overlays drawn at the start.
+        background: "image", "render" or "PPM".
+        zoom: display magnification (default: the largest whole factor that keeps the picture within
+            ``max_display`` pixels, at least 1); the placement itself always works at the image's size.
+        max_ellipses: at most this many ellipses are drawn (an even subset; all count in N and the render).
+        format, quality: "jpeg" (small: a saved notebook keeps the last picture) at this quality, or "png"
+            (crisp lines, several times larger).
+        backend: the render backend.
+
+    Attributes after each update: ``gaussians`` (:class:`~gilab.Gaussians2D`), ``points`` (M, 2),
+    ``triangulation``, ``rendered`` (3, H, W), ``psnr`` (dB), ``gain`` (the density gain used),
+    ``renders`` (pictures sent), ``placements`` (placements computed; a layer or background change
+    redraws without placing again), ``error`` (the last message, e.g. a target count out of reach, or None).
+    """
+
+    def __init__(self, image: Tensor, ppm: Tensor | None = None, kernel_size: int = 3, density: float = 1.0,
+                 target_count: int | None = None, layers=("points", "triangles"), background: str = "image",
+                 zoom: int | None = None, max_display: int = 640, max_ellipses: int = 5000,
+                 format: str = "jpeg", quality: int = 80, backend: str = "auto"):
+        w = _widgets()
+        if image.ndim != 3 or image.shape[0] != 3:
+            raise ValueError(f"image must be (3, H, W), got shape {tuple(image.shape)}")
+        self.target = image.detach().float().cpu()
+        height, width = self.target.shape[-2:]
+        if ppm is None:
+            from ..placement import ppm_from_image
+
+            ppm = ppm_from_image(self.target, iters=0)
+        if tuple(ppm.shape) != (height, width):
+            raise ValueError(f"ppm {tuple(ppm.shape)} must be (H, W) = {(height, width)}")
+        self.ppm = ppm.detach().float().cpu().clamp(0, 1)
+        self.height, self.width = height, width
+        self.zoom = int(zoom) if zoom is not None else max(1, max_display // max(height, width))
+        self.max_ellipses, self.format, self.quality, self.backend = int(max_ellipses), format, int(quality), backend
+        self.renders = 0
+        self.placements = 0
+        self.gaussians = self.points = self.triangulation = self.rendered = None
+        self.psnr = float("nan")
+        self.gain = float(density)
+        self.error: str | None = None
+        self.last_ms = 0.0
+        self._key = None
+        self._quiet = False  # set while one change moves another control: one update, not two
+
+        self.kernel_size = w.IntSlider(int(kernel_size), min=1, max=16, description="kernel k (px)",
+                                       continuous_update=False)
+        self.density = w.FloatLogSlider(float(density), base=10, min=-1.5, max=1.5, step=0.05,
+                                        description="density", continuous_update=False, readout_format=".2f")
+        self.mode = w.ToggleButtons(options=["density", "target count"],
+                                    value="density" if target_count is None else "target count",
+                                    tooltips=["N follows the PPM's mass, scaled by the density gain",
+                                              "the density gain is searched so that N is within 2 % of the target"])
+        most = self._most(kernel_size)
+        self.target_count = w.IntSlider(min(int(target_count or most // 2), most), min=10, max=most, step=10,
+                                        description="target N", continuous_update=False)
+        self.background = w.ToggleButtons(options=["image", "render", "PPM"], value=background,
+                                          description="show", tooltips=["the target image",
+                                                                        "the placed Gaussians, rendered",
+                                                                        "the position probability map"])
+        self.layers = {name: w.Checkbox(value=name in layers, description=name, indent=False,
+                                        layout=w.Layout(width="auto"))
+                       for name in ("points", "triangles", "ellipses")}
+        self.image = w.Image(format=format)
+        self.status = w.Label()
+        self.density.disabled = self.mode.value != "density"
+        self.target_count.disabled = not self.density.disabled
+
+        parts = {"kernel": self.kernel_size, "density": self.density, "mode": self.mode,
+                 "target": self.target_count, "background": self.background, "image": self.image,
+                 "status": self.status, **{f"layer-{name}": box for name, box in self.layers.items()}}
+        for name, control in parts.items():
+            control.add_class(f"gilab-pe-{name}")
+            if name not in ("image", "status"):
+                control.observe(self._on_change, names="value")
+        controls = w.VBox([self.kernel_size, self.mode, self.density, self.target_count, self.background,
+                           w.HBox([w.Label("draw:"), *self.layers.values()])])
+        self.widget = w.VBox([controls, self.image, self.status])
+        self.widget.add_class("gilab-placement-explorer")
+        self.update()
+
+    # -------------------------------------------------------------- model
+    def _most(self, kernel_size: int) -> int:
+        """The target slider's end: about the most Gaussians kernel size k gives, 2 H W / k^2 (two per cell)."""
+        return max(20, 2 * self.height * self.width // int(kernel_size) ** 2 // 10 * 10)
+
+    def _settings(self) -> tuple:
+        target = self.target_count.value if self.mode.value == "target count" else None
+        density = None if target is not None else float(self.density.value)
+        return int(self.kernel_size.value), density, target
+
+    def place(self) -> None:
+        """Place again if a setting that changes the Gaussians moved (kernel size, density, mode, target)."""
+        key = self._settings()
+        if key == self._key:
+            return
+        k, density, target = key
+        try:
+            points, tri, g, gain = place_with_parts(self.ppm, self.target, k, density or 1.0, target)
+        except ValueError as exc:  # a target out of reach: say so, keep the last placement
+            self.error = str(exc)
+            return
+        from .. import metrics, render
+
+        with torch.no_grad():
+            rendered = render(g, self.height, self.width, backend=self.backend)
+        self.points, self.triangulation, self.gaussians, self.gain = points, tri, g, gain
+        self.rendered = rendered
+        self.psnr = float(metrics.psnr(rendered, self.target))
+        self.error = None
+        self.placements += 1
+        self._key = key
+
+    # -------------------------------------------------------------- view
+    def _on_change(self, change):
+        if self._quiet:
+            return
+        if change["owner"] is self.kernel_size:
+            self._quiet = True
+            try:  # the target slider spans what this k can give: about 2 H W / k^2
+                self.target_count.max = self._most(change["new"])
+            finally:
+                self._quiet = False
+        if change["owner"] is self.mode:
+            self._quiet = True
+            try:
+                by_count = change["new"] == "target count"
+                self.density.disabled, self.target_count.disabled = by_count, not by_count
+                if by_count and self.gaussians is not None:  # start from the current N
+                    self.target_count.value = max(self.target_count.min, min(self.target_count.max,
+                                                                             len(self.gaussians)))
+                elif not by_count:  # keep the gain the search found
+                    self.density.value = float(np.clip(self.gain, 10 ** self.density.min, 10 ** self.density.max))
+            finally:
+                self._quiet = False
+        self.update()
+
+    def update(self):
+        """Place (if needed), draw the chosen background and layers, send the picture and the status line."""
+        start = time.perf_counter()
+        self.place()
+        picture = self.draw()
+        self.last_ms = 1000 * (time.perf_counter() - start)
+        self.image.value = image_to_bytes(picture, self.format, quality=self.quality)
+        self.renders += 1
+        self.status.value = self._status()  # last: a watcher knows the picture above is the new one
+
+    def draw(self):
+        """The current picture: background (image, render or PPM) at ``zoom``, with the chosen overlays (PIL)."""
+        from PIL import Image, ImageDraw
+
+        z = self.zoom
+        if self.background.value == "PPM":
+            from matplotlib import colormaps
+
+            base = (colormaps["magma"](self.ppm.numpy())[..., :3] * 255).round().astype(np.uint8)
+        else:
+            source = self.rendered if self.background.value == "render" and self.rendered is not None else self.target
+            base = image_to_uint8(source)
+        picture = Image.fromarray(base, "RGB").resize((self.width * z, self.height * z), Image.BICUBIC)
+        if self.gaussians is None:
+            return picture
+        overlay = Image.new("RGBA", picture.size, (0, 0, 0, 0))
+        draw = ImageDraw.Draw(overlay)
+        if self.layers["triangles"].value:
+            for triangle in (self.triangulation.triangles.numpy() * z).tolist():
+                draw.polygon([tuple(p) for p in triangle], outline=TRIANGLE_COLOR)
+        if self.layers["ellipses"].value:
+            g = self.gaussians
+            if len(g) > self.max_ellipses:
+                g = g[torch.linspace(0, len(g) - 1, self.max_ellipses).round().long()]
+            for outline in (ellipse_outlines(g, radius=1.0, points=20) * z).tolist():
+                draw.line([tuple(p) for p in outline], fill=ELLIPSE_COLOR, width=1)
+        if self.layers["points"].value:
+            r = max(1.0, 0.12 * z * self.kernel_size.value ** 0.5)
+            tri = self.triangulation
+            for color, pts in ((POINT_COLOR, tri.points[:tri.num_input]), (BOUNDARY_COLOR, tri.points[tri.num_input:])):
+                for x, y in (pts.numpy() * z).tolist():
+                    draw.ellipse((x - r, y - r, x + r, y + r), fill=color)
+        return Image.alpha_composite(picture.convert("RGBA"), overlay).convert("RGB")
+
+    def _status(self) -> str:
+        if self.gaussians is None:
+            return f"no placement: {self.error}"
+        k, _, target = self._key
+        how = f"density {self.gain:.2f}" if target is None else f"target {target:,} (gain {self.gain:.3g})"
+        text = (f"N = {len(self.gaussians):,} Gaussians from {self.triangulation.num_input:,} points "
+                f"(k = {k}, {how}); render {self.psnr:.2f} dB; {self.last_ms:.0f} ms (update {self.renders})")
+        if self.error is not None:
+            text = f"{self.error} -- still showing: {text}"
+        return text
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)
