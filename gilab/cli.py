@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="only the first LIMIT images")
     p.add_argument("--shard", default="0/1", help="i/n: this process takes every n-th image from the i-th")
     p.add_argument("--out", type=Path, default=Path("out/study"), help="per-image results (resumable)")
-    p.add_argument("--figures", type=Path, default=Path("figures"), help="where tables and figures go")
+    p.add_argument("--figures", type=Path, default=Path("figures/study"),
+                   help="where tables, figures and a copy of the per-image results go")
     p.add_argument("--visual", nargs="*", default=["kodim05", "kodim23"], help="images for the visual grid")
     p.add_argument("--summary-only", action="store_true", help="only rebuild tables and figures from --out")
     p.set_defaults(run=run_bench)

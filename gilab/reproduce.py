@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -490,6 +491,9 @@ def summarise(out: Path, figures: Path, images: list[Path], dataset: str = "koda
     if ref:
         md.append(f"\nPublished (theirs, {ref['source']}): N {ref['n']:,}, init PSNR {ref['init_psnr']} dB, "
                   f"init time {ref['init_seconds']} s.\n")
+    if (out / "runs").resolve() != figures.resolve():  # the numbers behind the figures travel with them
+        for path in sorted((out / "runs").glob("*.json")):
+            shutil.copyfile(path, figures / path.name)
     written["tables"] = figures / "study_tables.md"
     written["tables"].write_text("\n".join(md))
     fig = plot_psnr_vs_time(studies)

@@ -61,3 +61,23 @@ def test_speedup_arithmetic():
     table = reproduce.speedups([{"runs": [net, rnd]}])
     assert table[2] == [(4.0, False)] and table[4] == [(2.5, True)]
     assert reproduce.psnr_at(net, 3) == 25 and reproduce.time_to_reach(rnd, 26) == 10
+
+
+def test_benchmark_checks_the_targets():
+    """benchmarks/reproduce.py: net behind random at one budget is reported; the 5 s median is the issue's."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "reproduce.py"
+    spec = importlib.util.spec_from_file_location("bench_reproduce", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    run = lambda init, secs, psnr, snaps: {"init": init, "seconds": secs, "psnr": psnr, "snapshots": snaps}
+    net = run("net", [0.5, 5, 10], [20, 25, 26], [{"budget": 5, "psnr": 25}, {"budget": 10, "psnr": 26}])
+    fast_random = run("random", [1, 10, 60], [10, 24, 30], [{"budget": 5, "psnr": 10}, {"budget": 10, "psnr": 24}])
+    slow_random = run("random", [1, 10, 60], [10, 27, 30], [{"budget": 5, "psnr": 10}, {"budget": 10, "psnr": 27}])
+    ok = bench.check([{"image": "a", "runs": [net, fast_random]}])
+    assert ok["net_ahead_of_random_everywhere"] and ok["median_speedup_at_5s"] == 12.0 and ok["speedup_target_met"]
+    bad = bench.check([{"image": "b", "runs": [net, slow_random]}])
+    assert bad["net_behind_random"] == [("b", 10)] and not bad["net_ahead_of_random_everywhere"]
+    assert bad["median_speedup_at_5s"] == 2.0 and not bad["speedup_target_met"]
