@@ -221,7 +221,8 @@ def load_runs(out: Path) -> list[dict]:
     ``out`` (as committed in ``figures/study/``)."""
     out = Path(out)
     folder = out / "runs" if (out / "runs").is_dir() else out
-    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    studies = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    return [s for s in studies if "runs" in s]  # not targets.json and the like
 
 
 def psnr_at(run: dict, seconds: float) -> float:

@@ -1,6 +1,6 @@
 # Run in the kernel after notebooks/06_reproduce_paper.ipynb (fast mode): what it must have achieved.
 # The study shown: all of figures/study/, the 24 Kodak images.
-assert STUDY.name == "study" and len(studies) == len(sorted(STUDY.glob("*.json"))) == 24, (STUDY, len(studies))
+assert STUDY.name == "study" and len(studies) == len(sorted(STUDY.glob("kodim*.json"))) == 24, (STUDY, len(studies))
 
 # Every image has the three starts, at one N, with a snapshot at every budget.
 assert inits == ["net", "quadtree", "random"], inits
