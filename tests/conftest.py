@@ -31,7 +31,7 @@ _share_the_cores()
 def require_data(*parts: str) -> Path:
     """``$GILAB_DATA/<parts>``; skips the test when absent, or fails it when ``CI`` is set."""
     env = os.environ.get("GILAB_DATA", "").strip()
-    path = Path(env, *parts) if env else None
+    path = Path(env, *parts).resolve() if env else None  # absolute: tests link to it from tmp folders
     if path is not None and path.exists():
         return path
     reason = (f"{path} does not exist" if path is not None else "GILAB_DATA is not set") + " (data tests need it)"
