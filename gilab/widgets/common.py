@@ -128,3 +128,37 @@ def _render(g, height, width, blend, backend, scale):
     from .. import render
 
     return render(g, height, width, blend=blend, backend=backend, scale=scale)
+
+
+class BackgroundWork:
+    """What the widgets that work in a background thread share: Stop, ``running``/``stopped``, and the join of
+    ``wait()``. A subclass sets ``_thread`` (a started :class:`threading.Thread`), ``_stop`` (a
+    :class:`threading.Event` its work checks), ``error`` (what the work raised, or None), ``stop_button`` and
+    ``status`` (ipywidgets)."""
+
+    def stop(self):
+        """Ask the work to stop at its next check (the Stop button calls this)."""
+        self._stop.set()
+        self.stop_button.disabled = True
+        if self.running:
+            self.status.value = "stopping..."
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def stopped(self) -> bool:
+        """Whether Stop (or :meth:`stop`) ended the work early."""
+        return self._stop.is_set()
+
+    def _join(self, timeout: float | None, what: str):
+        """Block until the work has ended; re-raise its error. Call it in a later cell than the start: while it
+        waits, the kernel cannot handle the Stop button."""
+        if self._thread is None:
+            raise RuntimeError(f"{what} was not started: call .start() first")
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise TimeoutError(f"{what} is still running after {timeout} s")
+        if self.error is not None:
+            raise self.error

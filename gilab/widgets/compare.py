@@ -35,7 +35,7 @@ from torch import Tensor
 
 from ..errors import ImageError
 from ..reproduce import COLORS, INITS, RunRecord, Snapshot, StudyConfig, make_start, psnr_at, speedups
-from .common import _widgets, image_to_bytes
+from .common import BackgroundWork, _widgets, image_to_bytes
 
 LABELS = {"net": "net (Instant-GI)", "quadtree": "quad-tree", "random": "random (GaussianImage)"}
 DOWNSCALES = (("full size", 1), ("1/2", 2), ("1/4", 4), ("1/8", 8))
@@ -96,7 +96,7 @@ def _warm_up_once():
             _warmed = True
 
 
-class StartComparison:
+class StartComparison(BackgroundWork):
     """Three starts for one picture, fine-tuned one after the other under the same budget, live.
 
     Controls: the picture (a dropdown: the image you pass, Grace Hopper, the Kodak images when
@@ -309,33 +309,10 @@ class StartComparison:
         self._thread.start()
         return self
 
-    def stop(self):
-        """Ask the runs to stop at the next iteration (the Stop button calls this)."""
-        self._stop.set()
-        self.stop_button.disabled = True
-        if self.running:
-            self.status.value = "stopping..."
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    @property
-    def stopped(self) -> bool:
-        """Whether Stop (or :meth:`stop`) ended the runs early."""
-        return self._stop.is_set()
-
     def wait(self, timeout: float | None = None) -> dict[str, dict]:
-        """Block until the runs have ended; returns :attr:`runs` (re-raises a run's error).
-
-        Call it in a later cell than :meth:`start`: while it waits, the kernel cannot handle the Stop button."""
-        if self._thread is None:
-            raise RuntimeError("nothing was started: press Run or call .start() first")
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            raise TimeoutError(f"the comparison is still running after {timeout} s")
-        if self.error is not None:
-            raise self.error
+        """Block until the runs have ended; returns :attr:`runs` (re-raises a run's error). Call it in a later
+        cell than :meth:`start`: while it waits, the kernel cannot handle the Stop button."""
+        self._join(timeout, "the comparison")
         return self.runs
 
     def _set_running(self, running: bool):

@@ -9,10 +9,10 @@ import time
 
 from torch import Tensor
 
-from .common import _widgets, image_to_bytes
+from .common import BackgroundWork, _widgets, image_to_bytes
 
 
-class FitMonitor:
+class FitMonitor(BackgroundWork):
     """Watch :func:`gilab.fit` work: the target, the current render and the PSNR curve, live, with a Stop button.
 
     How it stays live in JupyterLab 4: :meth:`start` runs the fit in a **background thread**, so the cell
@@ -92,31 +92,9 @@ class FitMonitor:
         self._thread.start()
         return self
 
-    def stop(self):
-        """Ask the fit to stop at its next callback (the Stop button calls this)."""
-        self._stop.set()
-        self.stop_button.disabled = True
-        if self.running:
-            self.status.value = "stopping..."
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    @property
-    def stopped(self) -> bool:
-        """Whether the Stop button (or :meth:`stop`) ended the fit."""
-        return self._stop.is_set()
-
     def wait(self, timeout: float | None = None):
         """Block until the fit has ended; return its :class:`~gilab.FitResult` (re-raises the fit's error)."""
-        if self._thread is None:
-            raise RuntimeError("the fit was not started: call .start() first")
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            raise TimeoutError(f"the fit is still running after {timeout} s")
-        if self.error is not None:
-            raise self.error
+        self._join(timeout, "the fit")
         return self.result
 
     # -------------------------------------------------------------- the fit thread
