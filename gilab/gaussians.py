@@ -185,8 +185,8 @@ class Gaussians2D:
         return Gaussians2D(**{**self._fields(), **changes})
 
     def _fields(self) -> dict:
-        return dict(means=self.means, colors=self.colors, opacities=self.opacities, cholesky=self.cholesky,
-                    scales=self.scales, rotations=self.rotations, size=self.size)
+        return {"means": self.means, "colors": self.colors, "opacities": self.opacities, "cholesky": self.cholesky,
+                "scales": self.scales, "rotations": self.rotations, "size": self.size}
 
     # ------------------------------------------------------------------ I/O
     def save(self, path: str | Path) -> Path:
@@ -216,8 +216,8 @@ class Gaussians2D:
         try:
             with safe_open(str(path), framework="pt", device="cpu") as f:
                 meta = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as exc:  # safetensors raises its own error types for corrupt headers
+                tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
+        except Exception as exc:  # noqa: BLE001 (safetensors raises its own error types for corrupt headers)
             raise ValueError(f"{path}: not a gilab Gaussians file ({exc})") from None
         if meta.get("format") != FORMAT_NAME:
             raise ValueError(f"{path}: not a gilab Gaussians file (format={meta.get('format')!r})")
