@@ -174,6 +174,8 @@ def test_train_resumes(tmp_path):
 
     out = export(tmp_path / "run" / "best.pt", tmp_path / "g.safetensors")
     assert Generator.from_pretrained(out).config == TINY
+    small = export(tmp_path / "run" / "best.pt", tmp_path / "g8.safetensors", int8=True)
+    assert small.stat().st_size < 0.6 * out.stat().st_size and Generator.from_pretrained(small).config == TINY
 
 
 def test_train_stage_starts_from_given_weights(tmp_path):

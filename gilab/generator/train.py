@@ -149,8 +149,12 @@ def initial_weights(path: Path) -> dict:
     return load_checkpoint(path)["model"]
 
 
-def export(checkpoint: str | Path, to: str | Path, half: bool = False, **metadata) -> Path:
-    """Write a checkpoint's model as a shippable safetensors file (config in the metadata; ``half``: float16)."""
+INT8_MIN_NUMEL = 16_384  # as shipped: smaller tensors (norms, biases, the small heads) stay float16
+
+
+def export(checkpoint: str | Path, to: str | Path, half: bool = False, int8: bool = False, **metadata) -> Path:
+    """Write a checkpoint's model as a shippable safetensors file (config in the metadata; ``half``: float16;
+    ``int8``: float16, and matrices and kernels of 16,384 or more entries as int8 with per-channel scales)."""
     ckpt = load_checkpoint(Path(checkpoint))
     cfg = TrainConfig.from_dict(ckpt["config"])
     model = Generator(cfg.model)
@@ -158,7 +162,8 @@ def export(checkpoint: str | Path, to: str | Path, half: bool = False, **metadat
     st = ckpt["state"]
     meta = {"step": st.get("step"), "epoch": st.get("epoch"), "val_psnr": st.get("val_psnr"),
             "val_n": st.get("val_n"), **metadata}
-    return model.save_pretrained(to, dtype=torch.float16 if half else None,
+    return model.save_pretrained(to, dtype=torch.float16 if half or int8 else None,
+                                 int8_min_numel=INT8_MIN_NUMEL if int8 else None,
                                  **{k: v for k, v in meta.items() if v is not None})
 
 
@@ -379,6 +384,7 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--export", type=Path, metavar="CKPT", help="only export CKPT's model to --to, then exit")
     p.add_argument("--to", type=Path, help="safetensors path for --export")
     p.add_argument("--half", action="store_true", help="--export the weights as float16 (half the file size)")
+    p.add_argument("--int8", action="store_true", help="--export large matrices as int8, the rest float16 (as shipped)")
     p.add_argument("--model", choices=["compact", "paper"], help="network size (default: compact)")
     p.add_argument("--no-progress", action="store_true")
     for f in dc_fields(TrainConfig):
@@ -404,7 +410,7 @@ def run(args) -> int:
     if args.export:
         if not args.to:
             raise SystemExit("--export needs --to PATH")
-        print(export(args.export, args.to, half=args.half))
+        print(export(args.export, args.to, half=args.half, int8=args.int8))
         return 0
     train(config_from_args(args), progress=not args.no_progress)
     if dist.is_initialized():
