@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch.nn.functional as F
 from torch import Tensor
@@ -19,7 +20,7 @@ from torch import Tensor
 from ..gaussians import Gaussians2D, pixels_to_ndc
 from .dither import dither, pool_cells
 from .ellipses import fit_ellipses
-from .triangulate import triangulate
+from .triangulate import Triangulation, triangulate
 
 #: Gaussian standard deviations = this x the ellipse semi-axes. The reference's quad-tree init multiplies
 #: the *full* axes of cv2.fitEllipse by 0.27, i.e. the semi-axes by 0.54; we use it for every placement.
@@ -84,6 +85,18 @@ def gaussians_from_triangles(triangles: Tensor, image: Tensor, axis_scale: float
 
 
 # ------------------------------------------------------------------- place
+@dataclass
+class Placement:
+    """What :func:`place_steps` made on the way: ``points`` (M, 2) px from the dithering, the
+    :class:`~gilab.placement.Triangulation` (those points + boundary points), the ``gaussians`` (one per kept
+    triangle) and the density ``gain`` used."""
+
+    points: Tensor
+    triangulation: Triangulation
+    gaussians: Gaussians2D
+    gain: float
+
+
 def place(ppm: Tensor, image: Tensor, kernel_size: int = 3, density: float = 1.0, target_count: int | None = None,
           axis_scale: float = AXIS_SCALE, max_axis_ratio: float = MAX_AXIS_RATIO, seed: int = 0) -> Gaussians2D:
     """Gaussians from a position probability map: dither -> triangulate -> ellipses -> Gaussians.
@@ -98,23 +111,35 @@ def place(ppm: Tensor, image: Tensor, kernel_size: int = 3, density: float = 1.0
         axis_scale, max_axis_ratio: see :func:`gaussians_from_triangles`.
         seed: seeds the triangulation's jitter (the result is deterministic for a given seed).
     """
+    return place_steps(ppm, image, kernel_size, density, target_count, axis_scale, max_axis_ratio, seed).gaussians
+
+
+def place_steps(ppm: Tensor, image: Tensor, kernel_size: int = 3, density: float = 1.0,
+                target_count: int | None = None, axis_scale: float = AXIS_SCALE,
+                max_axis_ratio: float = MAX_AXIS_RATIO, seed: int = 0) -> Placement:
+    """:func:`place`, keeping the points and triangles it made on the way (for pictures); same arguments."""
     height, width = ppm.shape[-2:]
     if image.shape[-2:] != ppm.shape[-2:]:
         raise ValueError(f"ppm {tuple(ppm.shape)} and image {tuple(image.shape)} must have the same H, W")
+    made: dict[int, Placement] = {}  # id(gaussians) -> its Placement, for every build the search tries
 
     def build(gain: float) -> Gaussians2D:
-        tri = triangulate(dither(ppm, kernel_size, gain), height, width, seed=seed)
-        return gaussians_from_triangles(tri.triangles, image, axis_scale, True, max_axis_ratio, height, width)
+        points = dither(ppm, kernel_size, gain)
+        tri = triangulate(points, height, width, seed=seed)
+        g = gaussians_from_triangles(tri.triangles, image, axis_scale, True, max_axis_ratio, height, width)
+        made[id(g)] = Placement(points, tri, g, gain)
+        return g
 
     if target_count is None:
-        return build(density)
+        return made[id(build(density))]
     # Dithering alone is ~100x cheaper than the whole chain, and a Delaunay triangulation of P points with
     # h of them on the hull has exactly 2P - h - 2 triangles, so 2 x (dithered points) predicts N well;
     # the boundary points and dropped ellipses are corrected for after each full build.
-    return hit_count(build, lambda gain: 2 * len(dither(ppm, kernel_size, gain)), target_count,
-                     low=1e-6, high=saturating_density(ppm, kernel_size), increasing=True,
-                     what=f"place() with kernel_size={kernel_size} (at most about 2 H W / k^2 = "
-                          f"{2 * height * width // kernel_size ** 2:,} on this {height}x{width} image)")
+    g = hit_count(build, lambda gain: 2 * len(dither(ppm, kernel_size, gain)), target_count,
+                  low=1e-6, high=saturating_density(ppm, kernel_size), increasing=True,
+                  what=f"place() with kernel_size={kernel_size} (at most about 2 H W / k^2 = "
+                       f"{2 * height * width // kernel_size ** 2:,} on this {height}x{width} image)")
+    return made[id(g)]
 
 
 def saturating_density(ppm: Tensor, kernel_size: int) -> float:

@@ -5,9 +5,8 @@
     explorer                                            # (display it)
     explorer.kernel_size.value = 4                      # what a slider does; explorer.gaussians is the new set
 
-The widget only orchestrates and draws: every number comes from :mod:`gilab.placement` (``dither``,
-``triangulate``, ``gaussians_from_triangles``, ``hit_count``: the same calls :func:`gilab.placement.place`
-makes, kept step by step here so that the points and triangles can be drawn too) and :func:`gilab.render`.
+The widget only orchestrates and draws: every number comes from :func:`gilab.placement.place_steps` (what
+:func:`gilab.placement.place` does, with the points and triangles it made kept for drawing) and :func:`gilab.render`.
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..placement import place_steps
 from .common import _widgets, ellipse_outlines, image_to_bytes, image_to_uint8
 
 #: Colours of the overlays (RGBA): points, triangle edges, Gaussian ellipses (1 standard deviation).
@@ -25,42 +25,6 @@ POINT_COLOR = (255, 40, 40, 255)
 TRIANGLE_COLOR = (255, 255, 255, 150)
 ELLIPSE_COLOR = (0, 230, 255, 200)
 BOUNDARY_COLOR = (255, 200, 0, 255)
-
-
-def place_with_parts(ppm: Tensor, image: Tensor, kernel_size: int = 3, density: float = 1.0,
-                     target_count: int | None = None, seed: int = 0):
-    """:func:`gilab.placement.place`, step by step, keeping what it makes on the way.
-
-    Args:
-        ppm: (H, W) in [0, 1]; image: (3, H, W) in [0, 1].
-        kernel_size, density, target_count, seed: as for :func:`~gilab.placement.place` (the same calls, so
-            the same Gaussians; with ``target_count`` the density gain is searched).
-
-    Returns:
-        ``(points (M, 2) px, triangulation, gaussians, gain)``: the dithered points, the
-        :class:`~gilab.placement.Triangulation` (input points + boundary points), the Gaussians and the
-        density gain used. Raises ValueError when ``target_count`` is out of reach (as ``place`` does).
-    """
-    from ..placement import dither, gaussians_from_triangles, hit_count, saturating_density, triangulate
-
-    height, width = ppm.shape[-2:]
-    parts = {}  # id(gaussians) -> (points, triangulation, gaussians, gain) of every build
-
-    def build(gain: float):
-        points = dither(ppm, kernel_size, gain)
-        tri = triangulate(points, height, width, seed=seed)
-        g = gaussians_from_triangles(tri.triangles, image, height=height, width=width)
-        parts[id(g)] = (points, tri, g, gain)
-        return g
-
-    if target_count is None:
-        g = build(density)
-    else:  # place()'s search: 2 x (dithered points) predicts N, each full build corrects the goal
-        g = hit_count(build, lambda gain: 2 * len(dither(ppm, kernel_size, gain)), int(target_count),
-                      low=1e-6, high=saturating_density(ppm, kernel_size), increasing=True,
-                      what=f"kernel_size={kernel_size} (at most about 2 H W / k^2 = "
-                           f"{2 * height * width // kernel_size ** 2:,} here)")
-    return parts[id(g)]
 
 
 class PlacementExplorer:
@@ -177,15 +141,16 @@ class PlacementExplorer:
             return
         k, density, target = key
         try:
-            points, tri, g, gain = place_with_parts(self.ppm, self.target, k, density or 1.0, target)
+            made = place_steps(self.ppm, self.target, k, density or 1.0, target)
         except ValueError as exc:  # a target out of reach: say so, keep the last placement
             self.error = str(exc)
             return
         from .. import metrics, render
 
         with torch.no_grad():
-            rendered = render(g, self.height, self.width, backend=self.backend)
-        self.points, self.triangulation, self.gaussians, self.gain = points, tri, g, gain
+            rendered = render(made.gaussians, self.height, self.width, backend=self.backend)
+        self.points, self.triangulation, self.gaussians, self.gain = (made.points, made.triangulation,
+                                                                      made.gaussians, made.gain)
         self.rendered = rendered
         self.psnr = float(metrics.psnr(rendered, self.target))
         self.error = None
