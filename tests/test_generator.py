@@ -246,3 +246,14 @@ def test_prepare_ppm_resumes_and_shards(tmp_path):
     assert ppm.dtype == np.float16 and ppm.shape == (12, 16) and np.allclose(ppm, 80 / 255, atol=1e-3)
     # The command line skips everything that is done (no fit is started).
     assert main([str(images), "--out", str(out), "--no-progress"]) == 0
+
+
+def test_train_flags_carry_the_config_comments_as_help():
+    import argparse
+
+    from gilab.generator.train import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    text = " ".join(parser.format_help().split())
+    assert "--init-from INIT_FROM start from these weights" in text and "per process (default: 4)" in text

@@ -387,12 +387,24 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--int8", action="store_true", help="--export large matrices as int8, the rest float16 (as shipped)")
     p.add_argument("--model", choices=["compact", "paper"], help="network size (default: compact)")
     p.add_argument("--no-progress", action="store_true")
+    comments = _field_comments(TrainConfig)
     for f in dc_fields(TrainConfig):
         if f.name == "model":
             continue
         t = str(f.type)  # "int", "float | None", "str | None", ... (annotations are strings here)
         kind = float if "float" in t else int if "int" in t else str
-        p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=None)
+        p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=None,
+                       help=comments.get(f.name, "") + ("" if f.default is None else f" (default: {f.default})"))
+
+
+def _field_comments(cls) -> dict[str, str]:
+    """``name: type = default  # comment`` lines of a dataclass's source -> {name: comment}: the flags' help,
+    written once, beside the fields."""
+    import inspect
+    import re
+
+    found = re.findall(r"^\s+(\w+):[^#\n]*#\s*(.+)$", inspect.getsource(cls), flags=re.MULTILINE)
+    return {name: comment.replace("%", "%%") for name, comment in found}
 
 
 def config_from_args(args) -> TrainConfig:
