@@ -257,3 +257,14 @@ def test_train_flags_carry_the_config_comments_as_help():
     add_arguments(parser)
     text = " ".join(parser.format_help().split())
     assert "--init-from INIT_FROM start from these weights" in text and "per process (default: 4)" in text
+
+
+def test_train_module_reports_missing_data_in_one_line(tmp_path, monkeypatch, capsys):
+    # `python -m gilab.generator.train` is what torchrun launches: it must fail like `gilab train-generator` does.
+    from gilab.generator.train import main
+
+    monkeypatch.delenv("GILAB_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert main(["--max-steps", "1", "--out", str(tmp_path / "run"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("gilab train-generator: error:") and "GILAB_DATA" in err and "\n" not in err

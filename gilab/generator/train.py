@@ -440,9 +440,13 @@ def add_cli(subparsers):
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m gilab.generator.train", description=__doc__.split("\n")[0])
-    add_arguments(p)
-    return run(p.parse_args(argv))
+    """``python -m gilab.generator.train`` (what ``torchrun`` launches) is ``gilab train-generator``: same flags,
+    and the same one-line errors instead of tracebacks."""
+    import sys
+
+    from ..cli import main as cli_main
+
+    return cli_main(["train-generator", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
