@@ -268,3 +268,37 @@ def test_train_module_reports_missing_data_in_one_line(tmp_path, monkeypatch, ca
     assert main(["--max-steps", "1", "--out", str(tmp_path / "run"), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("gilab train-generator: error:") and "GILAB_DATA" in err and "\n" not in err
+
+
+def _load_benchmark(name):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_colour_bound_is_the_least_squares_optimum():
+    """benchmarks/generator_bound.py: CGLS through the renderer reaches the dense least-squares colours."""
+    from dataclasses import replace
+
+    import gilab
+    from gilab.metrics import psnr
+
+    bench = _load_benchmark("generator_bound")
+    torch.manual_seed(0)
+    n, h, w = 40, 24, 20
+    means = torch.rand(n, 2) * torch.tensor([w, h])
+    g = gilab.Gaussians2D.from_scale_rotation(means, 1 + 2 * torch.rand(n, 2), torch.rand(n) * 3,
+                                              torch.rand(n, 3), size=(h, w))
+    image = smooth_image(h, w)
+    got = bench.bounds(g, image, iters=150)
+    # The same problem as a dense matrix: column i is Gaussian i drawn with colour 1.
+    basis = torch.stack([gilab.render(replace(g[i:i + 1], colors=torch.ones(1, 3)))[0].flatten() for i in range(n)], 1)
+    best = torch.linalg.lstsq(basis, image.flatten(1).T).solution                       # (n, 3)
+    expected = psnr(gilab.render(replace(g, colors=best)).clamp(0, 1), image)
+    assert abs(got["free"] - float(expected)) < 0.05
+    assert got["free"] >= got["factor"] - 1e-3 >= got["net"] - 2e-3
