@@ -63,7 +63,7 @@ def bounds(g, image, iters):
         return adjoint
 
     free = cgls(draw, adjoint_of(lambda c: c, colors.shape), colors.clone(), image, iters)
-    scale = lambda a: a * colors  # noqa: E731
+    scale = lambda a: a * colors
     factor = cgls(lambda a: draw(scale(a)), adjoint_of(scale, (len(g), 1)), torch.ones(len(g), 1), image, iters)
     with torch.no_grad():
         return {name: float(psnr(draw(c).clamp(0, 1), image))
