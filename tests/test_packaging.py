@@ -1,4 +1,4 @@
-"""Set-up files agree with each other: pyproject.toml, environment.yml, Makefile, .ci/run."""
+"""Set-up files agree with each other (pyproject.toml, environment.yml, Makefile, .ci/run), and the code lints clean."""
 
 import re
 from pathlib import Path
@@ -48,3 +48,13 @@ def test_ci_runs_the_readme_test_command():
 
 def test_gsplat_needs_packaging_declared():
     assert "packaging" in pyproject_requirements()
+
+
+def test_code_and_notebooks_pass_ruff():
+    """The package, tests, benchmarks and notebooks lint clean (pyproject.toml's [tool.ruff] settings)."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "."], cwd=ROOT,
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout[-3000:]
