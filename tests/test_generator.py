@@ -301,4 +301,4 @@ def test_colour_bound_is_the_least_squares_optimum():
     best = torch.linalg.lstsq(basis, image.flatten(1).T).solution                       # (n, 3)
     expected = psnr(gilab.render(replace(g, colors=best)).clamp(0, 1), image)
     assert abs(got["free"] - float(expected)) < 0.05
-    assert got["free"] >= got["factor"] - 1e-3 >= got["net"] - 2e-3
+    assert got["free"] >= got["factor"] - 1e-3 >= got["factor_few"] - 2e-3 >= got["net"] - 3e-3
