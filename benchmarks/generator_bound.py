@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 from pathlib import Path
@@ -95,13 +94,15 @@ def main(argv=None) -> int:
     import torch
     from tqdm import tqdm
 
+    from gilab.datasets import kodak
+    from gilab.errors import DataError
     from gilab.generator import Generator
     from gilab.io import load_image
 
-    root = Path(os.environ.get("GILAB_DATA", "../shared/data")) / "kodak"
-    paths = sorted(root.glob("kodim*.png"))[: args.limit]
-    if not paths:
-        print(f"no Kodak images in {root}: set GILAB_DATA or `gilab download kodak`", file=sys.stderr)
+    try:
+        paths = kodak()[: args.limit]  # the 24 images, each checked against its sha256
+    except DataError as error:
+        print(error, file=sys.stderr)  # says where it looked and how to download
         return 2
     gen = Generator.from_pretrained(args.weights)
     rows = []
