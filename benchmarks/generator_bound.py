@@ -45,7 +45,11 @@ def cgls(forward, adjoint, x, target, iters):
 
 def bounds(g, image, iters, few=3):
     """PSNR of the net's colours, of the best free colours, of the best per-Gaussian factor and of ``few``
-    least-squares steps on the factors (with ``few_seconds``, their time)."""
+    least-squares steps on the factors (with ``few_seconds``, their time).
+
+    g: Gaussians2D as the generator made them (sum blending); image: (3, H, W) float in [0, 1], the target;
+    iters: CGLS iterations for the two bounds. Only the colours change; means and covariances stay the net's.
+    """
     import time
 
     import torch
