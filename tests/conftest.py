@@ -63,6 +63,17 @@ def tiny_image() -> torch.Tensor:
     return synthetic_image(24, 32)
 
 
+def load_benchmark(name: str):
+    """benchmarks/<name>.py as a module (the benchmarks are scripts, not a package), for tests of their parts."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def synthetic_image(height: int, width: int) -> torch.Tensor:
     """(3, height, width) float32 in [0, 1], the same for the same size on every machine."""
     y = torch.linspace(0, 1, height).view(-1, 1).expand(height, width)

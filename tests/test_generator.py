@@ -11,6 +11,7 @@ import textwrap
 import numpy as np
 import pytest
 import torch
+from conftest import load_benchmark
 
 from gilab.generator import Generator, GeneratorConfig, TrainConfig
 from gilab.generator.generator import WEIGHTS
@@ -270,17 +271,6 @@ def test_train_module_reports_missing_data_in_one_line(tmp_path, monkeypatch, ca
     assert err.startswith("gilab train-generator: error:") and "GILAB_DATA" in err and "\n" not in err
 
 
-def _load_benchmark(name):
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_colour_bound_is_the_least_squares_optimum():
     """benchmarks/generator_bound.py: CGLS through the renderer reaches the dense least-squares colours."""
     from dataclasses import replace
@@ -288,7 +278,7 @@ def test_colour_bound_is_the_least_squares_optimum():
     import gilab
     from gilab.metrics import psnr
 
-    bench = _load_benchmark("generator_bound")
+    bench = load_benchmark("generator_bound")
     torch.manual_seed(0)
     n, h, w = 40, 24, 20
     means = torch.rand(n, 2) * torch.tensor([w, h])

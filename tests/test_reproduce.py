@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import synthetic_image
+from conftest import load_benchmark, synthetic_image
 from PIL import Image
 
 from gilab import reproduce
@@ -65,13 +65,7 @@ def test_speedup_arithmetic():
 
 def test_benchmark_checks_the_targets():
     """benchmarks/reproduce.py: net behind random at one budget is reported; the 5 s median is the issue's."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "reproduce.py"
-    spec = importlib.util.spec_from_file_location("bench_reproduce", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("reproduce")
     run = lambda init, secs, psnr, snaps: {"init": init, "seconds": secs, "psnr": psnr, "snapshots": snaps}
     net = run("net", [0.5, 5, 10], [20, 25, 26], [{"budget": 5, "psnr": 25}, {"budget": 10, "psnr": 26}])
     fast_random = run("random", [1, 10, 60], [10, 24, 30], [{"budget": 5, "psnr": 10}, {"budget": 10, "psnr": 24}])
