@@ -71,7 +71,10 @@ def image_and_grads(g, height, width, blend, backend, device="cpu"):
     leaves = [t.detach().to(device).clone().requires_grad_() for t in (g.means, g.cholesky, g.colors, g.opacities)]
     image = gilab.render(Gaussians2D.from_cholesky(*leaves), height, width, blend=blend, backend=backend,
                          background=BACKGROUND.to(device, g.dtype))
-    weights = torch.rand(image.shape, generator=torch.Generator().manual_seed(0), dtype=image.dtype).to(device)
+    # Drawn in float64 whatever the image's dtype, then rounded: torch.rand gives different numbers for the same
+    # seed in float32 and float64, which made the float64 truth's loss another loss than the float32 backends'.
+    weights = torch.rand(image.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    weights = weights.to(device, image.dtype)
     if len(g):
         (image * weights).sum().backward()
     return [image.detach().cpu()] + [(t.grad if t.grad is not None else torch.zeros_like(t)).cpu() for t in leaves]
