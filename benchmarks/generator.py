@@ -3,7 +3,10 @@
     python benchmarks/generator.py [--weights PATH] [--target-count N] [--limit K] [--out figures/generator.json]
 
 Per image: the generator's N, its init PSNR and MS-SSIM (no fine-tuning), its init time split into network,
-placement and fields; then ``quadtree_init(image, target_count=N)`` scored the same way. Renders are sum-blended,
+placement, fields and colour step; then ``quadtree_init(image, target_count=N)`` scored the same way. When the
+weights use the colour step (one ISRA rescaling of the colours, ``gilab/generator/colour_step.py``), the PSNR of the
+fields' colours before it is reported too (``psnr_fields``), and the quad-tree's after the same step, so that
+the step's share is plain. Renders are sum-blended,
 clamped to [0, 1]. Timings are wall-clock on this machine (a shared 2-core CPU here: +-20 %), after one warm-up
 image (numba and the allocator warm up once per process).
 """
@@ -38,6 +41,8 @@ def main(argv=None) -> int:
     p.add_argument("--density", type=float, default=1.0)
     p.add_argument("--limit", type=int, default=None, help="only the first K images (a quick look)")
     p.add_argument("--backend", default="auto", help="render backend for scoring")
+    p.add_argument("--colour-step", choices=["auto", "on", "off"], default="auto",
+                   help="the ISRA colour step after the fields (auto: as the weights' config says)")
     p.add_argument("--out", type=Path, default=Path("figures/generator.json"))
     args = p.parse_args(argv)
 
@@ -46,6 +51,7 @@ def main(argv=None) -> int:
     from gilab.datasets import kodak
     from gilab.errors import DataError
     from gilab.generator import Generator
+    from gilab.generator.colour_step import colour_step_ratio
     from gilab.io import load_image
     from gilab.placement.quadtree import quadtree_init
 
@@ -55,18 +61,30 @@ def main(argv=None) -> int:
         print(error, file=sys.stderr)  # says where it looked and how to download
         return 2
     gen = Generator.from_pretrained(args.weights)
+    step = gen.config.colour_step if args.colour_step == "auto" else args.colour_step == "on"
     kw = {"kernel_size": args.kernel_size, "density": args.density, "target_count": args.target_count}
     gen(load_image(paths[0])[:, :128, :128], kernel_size=args.kernel_size)  # warm-up
     rows = []
     for path in paths:
         image = load_image(path)
         t = {}
-        g = gen(image, timings=t, **kw)
+        g = gen(image, timings=t, colour_step=False, **kw)
+        extra = {}
+        if step:  # the step on its own clock, and the fields' PSNR before it
+            extra["psnr_fields"] = score(g, image, args.backend)[0]
+            tic = time.perf_counter()
+            g.colors = g.colors * colour_step_ratio(g.means, g.conics(), g.colors, g.opacities, image)[:, None]
+            t["colour_step"] = time.perf_counter() - tic
         net_psnr, net_msssim = score(g, image, args.backend)
         tic = time.perf_counter()
         q = quadtree_init(image, target_count=len(g))
         q_seconds = time.perf_counter() - tic
         q_psnr, q_msssim = score(q, image, args.backend)
+        if step:  # the same colour step on the quad-tree's Gaussians: the net's lead must not be the step's
+            q.colors = q.colors * colour_step_ratio(q.means, q.conics(), q.colors, q.opacities, image)[:, None]
+            extra_q = {"psnr_colour_step": score(q, image, args.backend)[0]}
+        else:
+            extra_q = {}
         if args.target_count is not None:
             # What the network would choose by itself (kernel 3, density 1): 2 x dithered points, +-2 %.
             from gilab.placement import dither
@@ -74,9 +92,10 @@ def main(argv=None) -> int:
             row_extra = {"n_own_choice": 2 * len(dither(gen.ppm(image), args.kernel_size, args.density))}
         else:
             row_extra = {}
-        row = {"image": path.name, "n": len(g), **row_extra, "psnr": net_psnr, "ms_ssim": net_msssim,
+        row = {"image": path.name, "n": len(g), **row_extra, "psnr": net_psnr, **extra, "ms_ssim": net_msssim,
                "seconds": {k: round(v, 4) for k, v in t.items()}, "init_seconds": round(sum(t.values()), 4),
-               "quadtree": {"n": len(q), "psnr": q_psnr, "ms_ssim": q_msssim, "seconds": round(q_seconds, 4)}}
+               "quadtree": {"n": len(q), "psnr": q_psnr, **extra_q, "ms_ssim": q_msssim,
+                            "seconds": round(q_seconds, 4)}}
         rows.append(row)
         print(f"{path.name}: N {len(g):6d}  net {net_psnr:5.2f} dB {net_msssim:.4f} "
               f"({row['init_seconds']:.2f} s: {', '.join(f'{k} {v:.2f}' for k, v in t.items())})  "
@@ -87,9 +106,11 @@ def main(argv=None) -> int:
         "images": len(rows),
         "n": mean([r["n"] for r in rows]),
         "psnr": mean([r["psnr"] for r in rows]),
+        **({"psnr_fields": mean([r["psnr_fields"] for r in rows])} if step else {}),
         "ms_ssim": mean([r["ms_ssim"] for r in rows]),
         "init_seconds": {k: mean([r["seconds"][k] for r in rows]) for k in rows[0]["seconds"]},
         "quadtree": {"n": mean([r["quadtree"]["n"] for r in rows]), "psnr": mean([r["quadtree"]["psnr"] for r in rows]),
+                     **({"psnr_colour_step": mean([r["quadtree"]["psnr_colour_step"] for r in rows])} if step else {}),
                      "ms_ssim": mean([r["quadtree"]["ms_ssim"] for r in rows]),
                      "seconds": mean([r["quadtree"]["seconds"] for r in rows])},
     }
@@ -104,7 +125,7 @@ def main(argv=None) -> int:
         f"mean N <= {TARGETS['max_mean_n']}": summary["n"] <= TARGETS["max_mean_n"],
     }
     meta = getattr(gen, "metadata", {})
-    out = {"benchmark": "generator init on Kodak (no fine-tuning)", "settings": {**kw, "backend": args.backend},
+    out = {"benchmark": "generator init on Kodak (no fine-tuning)", "settings": {**kw, "colour_step": step, "backend": args.backend},
            "weights": str(args.weights or "shipped"), "model_config": json.loads(meta.get("config", "{}")),
            "parameters": sum(p.numel() for p in gen.parameters()),
            "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
@@ -115,6 +136,9 @@ def main(argv=None) -> int:
     print(f"\nmean over {len(rows)} images: N {summary['n']:.0f}, net {summary['psnr']:.2f} dB / MS-SSIM "
           f"{summary['ms_ssim']:.4f} in {summary['init_seconds']['total']:.2f} s; quad-tree at the same N "
           f"{summary['quadtree']['psnr']:.2f} dB / {summary['quadtree']['ms_ssim']:.4f} ({gain:+.2f} dB)")
+    if step:
+        print(f"  the fields' colours before the colour step: {summary['psnr_fields']:.2f} dB; the quad-tree with the "
+              f"same step: {summary['quadtree']['psnr_colour_step']:.2f} dB")
     for name, ok in checks.items():
         print(f"  {'met' if ok else 'MISSED'}: {name}")
     print(f"wrote {args.out}")

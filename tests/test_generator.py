@@ -108,15 +108,19 @@ def test_missing_weights_is_a_clear_error(tmp_path):
         Generator.from_pretrained(tmp_path / "none.safetensors")
 
 
-def test_gradients_reach_every_parameter_group():
+@pytest.mark.parametrize("colour_step", [False, True])
+def test_gradients_reach_every_parameter_group(colour_step):
+    from dataclasses import replace
+
     from gilab.generator.train import GeneratorLoss, focal_mse
 
     torch.manual_seed(0)
-    gen = Generator(TINY)
+    config = replace(TINY, colour_step=colour_step)
+    gen = Generator(config)
     # Perturb the zero-initialised output layers, so gradients flow through every field's inputs too.
     for head in (gen.fields.bc, gen.fields.sigma, gen.fields.opacity):
         torch.nn.init.normal_(head[-1].weight, std=0.1)
-    loss_fn = GeneratorLoss(gen, TrainConfig(model=TINY, backend="torch"))
+    loss_fn = GeneratorLoss(gen, TrainConfig(model=config, backend="torch"))
     images = torch.stack([smooth_image(64, 64, s) for s in (0, 1)])
     ppm = torch.rand(2, 64, 64)
     losses = loss_fn(images, ppm)
@@ -177,6 +181,8 @@ def test_train_resumes(tmp_path):
     assert Generator.from_pretrained(out).config == TINY
     small = export(tmp_path / "run" / "best.pt", tmp_path / "g8.safetensors", int8=True)
     assert small.stat().st_size < 0.6 * out.stat().st_size and Generator.from_pretrained(small).config == TINY
+    stepped = export(tmp_path / "run" / "best.pt", tmp_path / "gs.safetensors", colour_step=True)
+    assert Generator.from_pretrained(stepped).config.colour_step and not TINY.colour_step
 
 
 def test_train_stage_starts_from_given_weights(tmp_path):

@@ -5,7 +5,7 @@
     gaussians = gen(image)                     # Gaussians2D, N adapts to the image's content
 
 Modules: ``config`` (sizes), ``model`` (ConvNeXt-UNet + position head), ``fields`` (per-triangle MLPs),
-``generator`` (the pipeline, weights I/O), ``data`` (pseudo-PPM preparation, crops), ``train`` (training, DDP).
+``colour_step`` (one ISRA rescaling of the colours after the fields), ``generator`` (the pipeline, weights I/O), ``data`` (pseudo-PPM preparation, crops), ``train`` (training, DDP).
 """
 
 from .config import GeneratorConfig, TrainConfig

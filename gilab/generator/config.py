@@ -27,6 +27,9 @@ class GeneratorConfig:
     feat_dim: channels of the feature map (64 in the paper).
     field_hidden: width of the hidden layers of the BC, Sigma and opacity MLPs.
     scale_max: the Sigma field's scale factors lie in (0, scale_max) times the ellipse semi-axes.
+    colour_step: after the fields, rescale each colour by one multiplicative least-squares step (ISRA) that
+        accounts for the overlap of sum blending (``colour_step.py``; a render and two backward passes).
+        Weights saved before this option existed load with it off.
     """
 
     widths: tuple[int, ...] = (32, 64, 128, 256)
@@ -36,6 +39,7 @@ class GeneratorConfig:
     feat_dim: int = 64
     field_hidden: int = 128
     scale_max: float = 2.0
+    colour_step: bool = False
 
     @classmethod
     def paper(cls) -> GeneratorConfig:

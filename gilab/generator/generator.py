@@ -1,14 +1,17 @@
-"""The generator pipeline: image -> feature net -> PPM -> points -> triangles -> fields -> Gaussians2D.
+"""The generator pipeline: image -> feature net -> PPM -> points -> triangles -> fields -> colour step -> Gaussians2D.
 
     gen = Generator.from_pretrained()                 # the shipped compact model, offline, no pickle
     g = gen(image)                                    # (3, H, W) in [0, 1], any size -> Gaussians2D
     g = gen(image, target_count=40_000)               # an exact-ish budget (density found by bisection)
     gs = gen([a, b], kernel_size=4, timings=t)        # a list -> a list; t gets seconds per stage
+    g = gen(image, colour_step=False)                 # the fields' own colours (as the paper's network)
 
 Stages (DESIGN.md 4): :class:`FeatureNet` (ConvNeXt-UNet + position head, batched, differentiable),
 :meth:`Generator.mesh` (dithering, Delaunay, ellipses: ``gilab.placement``, NumPy, not differentiable), and
-:class:`GaussianFields` (per-triangle MLPs, differentiable). Training uses the same three methods
-(``predict``, ``mesh``, ``build``); ``__call__`` wraps them for inference under ``torch.no_grad()``.
+:class:`GaussianFields` (per-triangle MLPs, differentiable), then, if the config asks for it, the colour step
+(``colour_step.py``: one closed-form ISRA rescaling of the colours, gilab's addition to the paper). Training uses
+the same three methods (``predict``, ``mesh``, ``build``); ``__call__`` wraps them for inference under
+``torch.no_grad()``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import GilabError
+from .colour_step import colour_step_ratio
 from .config import GeneratorConfig
 from .fields import FieldsOutput, GaussianFields, Mesh
 from .model import FeatureNet
@@ -92,16 +96,27 @@ class Generator(nn.Module):
                          low=1e-6, high=saturating, increasing=True,
                          what=f"the generator with kernel_size={kernel_size} on a {height}x{width} image")
 
-    def build(self, features: Tensor, padded: Tensor, mesh: Mesh, size: tuple[int, int]) -> FieldsOutput:
-        """The fields for one image: features (F, h, w), padded image (3, H', W'), mesh -> T Gaussians."""
+    def build(self, features: Tensor, padded: Tensor, mesh: Mesh, size: tuple[int, int],
+              colour_step: bool | None = None) -> FieldsOutput:
+        """The fields for one image: features (F, h, w), padded image (3, H', W'), mesh -> T Gaussians.
+
+        colour_step: rescale the colours by one ISRA step against the image (``colour_step.py``); default: the
+            config's. The factor carries no gradient; the colours it multiplies do.
+        """
         out = self.fields(features, padded, mesh.to(features.device))
-        out.gaussians.size = (int(size[0]), int(size[1]))
+        g = out.gaussians
+        g.size = (int(size[0]), int(size[1]))
+        if colour_step is None:
+            colour_step = self.config.colour_step
+        if colour_step:
+            image = padded[:, : g.size[0], : g.size[1]]
+            g.colors = g.colors * colour_step_ratio(g.means, g.conics(), g.colors, g.opacities, image)[:, None]
         return out
 
     # --------------------------------------------------------------- inference
     @torch.no_grad()
     def forward(self, image, kernel_size: int = 3, density: float = 1.0, target_count: int | None = None,
-                timings: dict | None = None):
+                timings: dict | None = None, colour_step: bool | None = None):
         """Gaussians for one image (or a list of images -> a list).
 
         image: (3, H, W) tensor in [0, 1], a path, a PIL image or an array (grey and RGBA via ``gilab.io``).
@@ -109,11 +124,12 @@ class Generator(nn.Module):
         density: a gain on the PPM before dithering (more Gaussians above 1, fewer below).
         target_count: aim for this many Gaussians instead (the density is searched; within 2 %).
         timings: if given, gets seconds spent in "network", "placement" and "fields" (summed over a list);
-            also kept in ``self.last_timings``.
+            also kept in ``self.last_timings``. "fields" includes the colour step.
+        colour_step: one ISRA step on the colours after the fields (default: the weights' config says).
         """
         if isinstance(image, (list, tuple)):
             total: dict[str, float] = {}
-            out = [self(im, kernel_size, density, target_count, total) for im in image]
+            out = [self(im, kernel_size, density, target_count, total, colour_step) for im in image]
             self.last_timings = total
             if timings is not None:
                 timings.update(total)
@@ -132,7 +148,7 @@ class Generator(nn.Module):
         mesh = self.mesh(ppm[0], kernel_size, density, target_count)
         t["placement"] = _toc(device, tic)
         tic = _tic(device)
-        g = self.build(features[0], padded[0], mesh, size).gaussians
+        g = self.build(features[0], padded[0], mesh, size, colour_step).gaussians
         t["fields"] = _toc(device, tic)
         self.last_timings = t
         if timings is not None:

@@ -152,11 +152,15 @@ def initial_weights(path: Path) -> dict:
 INT8_MIN_NUMEL = 16_384  # as shipped: smaller tensors (norms, biases, the small heads) stay float16
 
 
-def export(checkpoint: str | Path, to: str | Path, half: bool = False, int8: bool = False, **metadata) -> Path:
+def export(checkpoint: str | Path, to: str | Path, half: bool = False, int8: bool = False,
+           colour_step: bool | None = None, **metadata) -> Path:
     """Write a checkpoint's model as a shippable safetensors file (config in the metadata; ``half``: float16;
-    ``int8``: float16, and matrices and kernels of 16,384 or more entries as int8 with per-channel scales)."""
+    ``int8``: float16, and matrices and kernels of 16,384 or more entries as int8 with per-channel scales;
+    ``colour_step``: switch the ISRA colour step on or off in the exported config, default: as trained)."""
     ckpt = load_checkpoint(Path(checkpoint))
     cfg = TrainConfig.from_dict(ckpt["config"])
+    if colour_step is not None:
+        cfg.model.colour_step = colour_step
     model = Generator(cfg.model)
     model.load_state_dict(ckpt["model"])
     st = ckpt["state"]
@@ -386,6 +390,9 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--half", action="store_true", help="--export the weights as float16 (half the file size)")
     p.add_argument("--int8", action="store_true", help="--export large matrices as int8, the rest float16 (as shipped)")
     p.add_argument("--model", choices=["compact", "paper"], help="network size (default: compact)")
+    p.add_argument("--colour-step", action="store_true",
+                   help="the model rescales its colours by one ISRA step after the fields (train through it, or "
+                        "--export with it on)")
     p.add_argument("--no-progress", action="store_true")
     comments = _field_comments(TrainConfig)
     for f in dc_fields(TrainConfig):
@@ -415,6 +422,8 @@ def config_from_args(args) -> TrainConfig:
             setattr(cfg, f.name, v)
     if args.model == "paper":
         cfg.model = GeneratorConfig.paper()
+    if args.colour_step:
+        cfg.model.colour_step = True
     return cfg
 
 
@@ -422,7 +431,7 @@ def run(args) -> int:
     if args.export:
         if not args.to:
             raise SystemExit("--export needs --to PATH")
-        print(export(args.export, args.to, half=args.half, int8=args.int8))
+        print(export(args.export, args.to, half=args.half, int8=args.int8, colour_step=args.colour_step or None))
         return 0
     train(config_from_args(args), progress=not args.no_progress)
     if dist.is_initialized():

@@ -17,6 +17,10 @@ assert ((scale_factors > 0) & (scale_factors < 2)).all() and ((opacity > 0) & (o
 assert float((out.weights.max(1).values - 1 / 3).abs().max()) > 0.05  # the trained BC field moves the means
 # The fields improve on placement alone, and the generator's start beats the quad-tree's at the same N.
 assert psnr(fields_g) > psnr(placed) + 1, (psnr(fields_g), psnr(placed))
+# The colour step: the generator's own output is the fields' colours times the ISRA ratio, and it renders better.
+torch.testing.assert_close(stepped.colors, fields_g.colors * ratio[:, None])
+assert psnr(stepped) > psnr(fields_g) + 0.3, (psnr(stepped), psnr(fields_g))
+assert gen.config.colour_step and abs(len(stepped) - len(fields_g)) == 0
 assert abs(len(quad_g) / len(net_g) - 1) < 0.03, (len(quad_g), len(net_g))
 assert psnr(net_g) > psnr(quad_g) + 1.5, (psnr(net_g), psnr(quad_g))
 assert set(timings) == {"network", "placement", "fields"} and all(t > 0 for t in timings.values())

@@ -34,5 +34,6 @@ assert all(v > 0 for d in per_image_speedup.values() for v in d.values())
 assert len(colour_bound["images"]) == 24 and abs(bound_mean["n"] - theirs["n"]) < 0.05 * theirs["n"]
 for row in colour_bound["images"]:  # more freedom never scores lower (small tolerance: CGLS stops after a fixed count)
     assert row["free"] >= row["factor"] - 0.05 and row["factor"] >= row["factor_few"] - 0.05, row
-    assert row["factor_few"] >= row["net"] - 0.01, row
-assert abs(bound_mean["net"] - ours["psnr"]) < 0.05  # the same weights as the benchmark above
+    assert row["factor_few"] >= row["net"] - 0.01 and row["colour_step"] >= row["net"] - 0.01, row
+# The same weights as the benchmark above: its fields-only and shipped numbers.
+assert abs(bound_mean["net"] - ours["psnr_fields"]) < 0.05 and abs(bound_mean["colour_step"] - ours["psnr"]) < 0.05
