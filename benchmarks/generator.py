@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     from gilab.datasets import kodak
     from gilab.errors import DataError
     from gilab.generator import Generator
-    from gilab.generator.colour_step import colour_step_ratio
+    from gilab.generator.colour_step import apply_colour_step
     from gilab.io import load_image
     from gilab.placement.quadtree import quadtree_init
 
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
         if step:  # the step on its own clock, and the fields' PSNR before it
             extra["psnr_fields"] = score(g, image, args.backend)[0]
             tic = time.perf_counter()
-            g.colors = g.colors * colour_step_ratio(g.means, g.conics(), g.colors, g.opacities, image)[:, None]
+            g = apply_colour_step(g, image)
             t["colour_step"] = time.perf_counter() - tic
         net_psnr, net_msssim = score(g, image, args.backend)
         tic = time.perf_counter()
@@ -81,8 +81,7 @@ def main(argv=None) -> int:
         q_seconds = time.perf_counter() - tic
         q_psnr, q_msssim = score(q, image, args.backend)
         if step:  # the same colour step on the quad-tree's Gaussians: the net's lead must not be the step's
-            q.colors = q.colors * colour_step_ratio(q.means, q.conics(), q.colors, q.opacities, image)[:, None]
-            extra_q = {"psnr_colour_step": score(q, image, args.backend)[0]}
+            extra_q = {"psnr_colour_step": score(apply_colour_step(q, image), image, args.backend)[0]}
         else:
             extra_q = {}
         if args.target_count is not None:

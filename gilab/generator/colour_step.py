@@ -1,8 +1,8 @@
 """One multiplicative colour step after the fields: every Gaussian's colour is rescaled so that, over its own
 footprint, the render matches the image.
 
-    ratio = colour_step_ratio(means, conics, colors, opacities, image)     # (N,)
-    colors = colors * ratio[:, None]
+    g = apply_colour_step(gaussians, image)                                 # a new Gaussians2D
+    ratio = colour_step_ratio(means, conics, colors, opacities, image)     # or the factors alone, (N,)
 
 Why: sum blending adds overlapping Gaussians, so the colour a Gaussian should carry depends on how much its
 neighbours already put on its pixels. The opacity field predicts a factor on the RGB sampled at the mean without
@@ -21,9 +21,12 @@ of the generator's. Ratios are clipped to ``limits`` so that a Gaussian almost o
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import Tensor
 
+from ..gaussians import Gaussians2D
 from ..render import rasterize
 
 LIMITS = (0.5, 2.0)
@@ -45,3 +48,14 @@ def colour_step_ratio(means: Tensor, conics: Tensor, colors: Tensor, opacities: 
                          for x in (image.detach().to(render.dtype), render.detach())]
     ratio = torch.where(drawn > 1e-12, wanted / drawn.clamp(min=1e-12), torch.ones_like(drawn))
     return ratio.clamp(*limits)
+
+
+def apply_colour_step(gaussians: Gaussians2D, image: Tensor, limits: tuple[float, float] = LIMITS,
+                      backend: str = "auto") -> Gaussians2D:
+    """The same Gaussians with every colour multiplied by :func:`colour_step_ratio` against ``image`` (3, H, W).
+
+    Returns a new set; its colours keep their graph (the ratio has none), the other tensors are shared.
+    """
+    g = gaussians
+    ratio = colour_step_ratio(g.means, g.conics(), g.colors, g.opacities, image, limits, backend)
+    return replace(g, colors=g.colors * ratio[:, None])

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import GilabError
-from .colour_step import colour_step_ratio
+from .colour_step import apply_colour_step
 from .config import GeneratorConfig
 from .fields import FieldsOutput, GaussianFields, Mesh
 from .model import FeatureNet
@@ -104,13 +104,11 @@ class Generator(nn.Module):
             config's. The factor carries no gradient; the colours it multiplies do.
         """
         out = self.fields(features, padded, mesh.to(features.device))
-        g = out.gaussians
-        g.size = (int(size[0]), int(size[1]))
-        if colour_step is None:
-            colour_step = self.config.colour_step
-        if colour_step:
-            image = padded[:, : g.size[0], : g.size[1]]
-            g.colors = g.colors * colour_step_ratio(g.means, g.conics(), g.colors, g.opacities, image)[:, None]
+        height, width = int(size[0]), int(size[1])
+        out.gaussians.size = (height, width)
+        step = self.config.colour_step if colour_step is None else colour_step
+        if step:
+            out.gaussians = apply_colour_step(out.gaussians, padded[:, :height, :width])
         return out
 
     # --------------------------------------------------------------- inference
