@@ -391,8 +391,8 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--int8", action="store_true", help="--export large matrices as int8, the rest float16 (as shipped)")
     p.add_argument("--model", choices=["compact", "paper"], help="network size (default: compact)")
     p.add_argument("--colour-step", action="store_true",
-                   help="the model rescales its colours by one ISRA step after the fields (train through it, or "
-                        "--export with it on)")
+                   help="the model rescales its colours by one ISRA step after the fields: --export with it on "
+                        "(as shipped), or train through it (that made the start worse: model card, stage 5)")
     p.add_argument("--no-progress", action="store_true")
     comments = _field_comments(TrainConfig)
     for f in dc_fields(TrainConfig):
