@@ -38,7 +38,8 @@ __all__ = [
 
 # Submodules with heavy dependencies (scipy, numba, matplotlib) load on first use: `gilab.placement` just works,
 # and `import gilab` stays fast.
-_LAZY = {"io", "metrics", "datasets", "placement", "generator", "plots", "widgets", "reproduce"}
+_LAZY = {"io", "metrics", "datasets", "placement", "generator", "plots", "widgets", "reproduce", "training", "starts",
+         "files", "errors"}
 
 
 def __getattr__(name):

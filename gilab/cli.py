@@ -1,41 +1,58 @@
-"""The ``gilab`` command line: ``gilab fit``, ``gilab render``, ``gilab demo``, ``gilab download``.
+"""The ``gilab`` command line: fit, render, demo, bench, download, prepare-ppm, train-generator.
 
-User mistakes (a bad image, a missing file, an impossible option) end with one line on stderr
-and exit status 2, never a traceback.
+User mistakes (a bad image, a missing file, an impossible option, a damaged file) end with one line on
+stderr and exit status 2, never a traceback, and are caught before long work starts. This is the only module
+that parses arguments; each command is a short function over the package's API.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
 from .errors import GilabError
+from .files import IMAGE_SUFFIXES, distributed_shard, list_images, parse_shard, write_atomic
 
 DEMO_OUT = Path("out/demo")
+BACKEND_CHOICES = ["auto", "dense", "torch", "cpu", "gsplat", "triton"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not hasattr(args, "run"):
-        parser.print_help()
-        return 2
+    command = "gilab"
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not hasattr(args, "run"):
+            parser.print_help()
+            return 2
+        command = f"gilab {args.command}"
         return args.run(args) or 0
     except (GilabError, FileNotFoundError, MemoryError) as exc:
-        print(f"gilab {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"gilab {args.command}: interrupted", file=sys.stderr)
+        print(f"{command}: interrupted", file=sys.stderr)
         return 130
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line (``gilab fit: error: ...``) and exit 2, like every other."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gilab", description="2D-Gaussian image representations "
+    parser = _Parser(prog="gilab", description="2D-Gaussian image representations "
                                      "(GaussianImage, Instant GaussianImage).")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("fit", help="fit Gaussians to an image", description="Fit 2D Gaussians to IMAGE and write "
                        "the render, the Gaussians, the history and plots into --out.")
@@ -51,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=float, default=1.0, help="resolution factor (2 = twice the width and height)")
     p.add_argument("--size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"), help="canvas size if the file has none")
     p.add_argument("--blend", choices=["sum", "alpha"], default="sum")
-    p.add_argument("--backend", default="auto", help="auto, dense, torch, cpu or gsplat")
+    p.add_argument("--backend", default="auto", choices=BACKEND_CHOICES)
     p.set_defaults(run=run_render)
 
     p = sub.add_parser("demo", help="fit the embedded default photograph (no download)",
@@ -86,11 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", type=Path, default=None, help="data folder (default: $GILAB_DATA or a cache folder)")
     p.set_defaults(run=run_download)
 
-    from .generator.data import add_cli as add_prepare_ppm
-    from .generator.train import add_cli as add_train_generator
-
-    add_prepare_ppm(sub)      # gilab prepare-ppm IMAGES... --out DIR [--iters N] [--shard i/n]
-    add_train_generator(sub)  # gilab train-generator [--config run.json] | --export CKPT --to PATH
+    _add_prepare_ppm(sub)
+    _add_train_generator(sub)
     return parser
 
 
@@ -104,7 +118,7 @@ def _add_fit_options(p, n=None, iters=None, init="random"):
     p.add_argument("--param", choices=["cholesky", "rs"], default="cholesky", help="covariance parametrisation")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--backend", default="auto", help="auto, dense, torch, cpu or gsplat")
+    p.add_argument("--backend", default="auto", choices=BACKEND_CHOICES)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -117,13 +131,15 @@ def run_fit(args, image=None, name=None) -> int:
         image = io.load_image(args.image)
         name = Path(args.image).stem
     out = args.out if args.out is not None else Path("out") / name
-    if args.n is not None and args.n < 1:
-        raise GilabError(f"--n must be at least 1, got {args.n}")
+    _check_output_folder(out)
     iters = args.iters if args.seconds is None else None  # --iters and --seconds exclude each other
     result = fit(image, init=args.init, n=args.n, iters=iters, seconds=args.seconds, param=args.param,
                  lr=args.lr, seed=args.seed, backend=args.backend, progress=not args.no_progress)
     write_fit_outputs(result, image, out)
     print(result.summary())
+    if result.diverged:
+        print(f"gilab {args.command}: warning: the loss turned non-finite; the outputs hold the last finite step "
+              "(try a smaller --lr)", file=sys.stderr)
     print(f"wrote {out}/: render.png, gaussians.safetensors, history.csv, history.json, psnr.png, comparison.png")
     return 0
 
@@ -150,8 +166,8 @@ def write_fit_outputs(result, image, out: Path):
     summary = {"n": len(result.gaussians), "iterations": result.iterations, "seconds": result.seconds,
                "init_seconds": result.init_seconds, "iterations_per_second": result.iterations_per_second,
                "psnr_start": result.history.psnr[0], "psnr": result.psnr, "backend": result.backend,
-               "param": result.param, "interrupted": result.interrupted}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+               "param": result.param, "interrupted": result.interrupted, "diverged": result.diverged}
+    write_atomic(out / "summary.json", json.dumps(summary, indent=2))
 
 
 def run_render(args) -> int:
@@ -159,19 +175,25 @@ def run_render(args) -> int:
     from .gaussians import Gaussians2D
     from .render import render
 
-    try:
-        gaussians = Gaussians2D.load(args.gaussians)
-    except ValueError as exc:
-        raise GilabError(str(exc)) from None
+    if args.out.is_dir():
+        raise GilabError(f"--out {args.out} is a folder; give the PNG's file name")
+    gaussians = Gaussians2D.load(args.gaussians)
     size = tuple(args.size) if args.size else gaussians.size
     if size is None:
         raise GilabError(f"{args.gaussians}: the file records no canvas size; give --size HEIGHT WIDTH")
-    if args.scale <= 0:
-        raise GilabError(f"--scale must be positive, got {args.scale}")
     image = render(gaussians, size[0], size[1], blend=args.blend, backend=args.backend, scale=args.scale)
     io.save_image(image, args.out)
     print(f"wrote {args.out} ({image.shape[1]}x{image.shape[2]} px)")
     return 0
+
+
+def _check_output_folder(out: Path):
+    """Refuse, before any work, an output folder that is a file or sits under one."""
+    for parent in (out, *out.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise GilabError(f"--out {out}: {parent} is a file, not a folder")
+            return
 
 
 def run_demo(args) -> int:
@@ -183,17 +205,15 @@ def run_demo(args) -> int:
 def run_bench(args) -> int:
     from . import datasets, reproduce
 
-    if args.images is not None:
-        images = sorted(p for p in args.images.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
-    else:
-        images = getattr(datasets, args.dataset)()
+    if any(not (math.isfinite(b) and b > 0) for b in args.budgets):
+        raise GilabError(f"--budgets must be positive seconds, got {' '.join(f'{b:g}' for b in args.budgets)}")
+    if args.limit is not None and args.limit < 1:
+        raise GilabError(f"--limit must be at least 1, got {args.limit}")
+    images = list_images(args.images) if args.images is not None else getattr(datasets, args.dataset)()
+    if not images:
+        raise GilabError(f"{args.images}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
     images = images[:args.limit] if args.limit else images
-    try:
-        index, count = (int(v) for v in args.shard.split("/"))
-        assert 0 <= index < count
-    except (ValueError, AssertionError):
-        raise GilabError(f"--shard must be i/n with 0 <= i < n, got {args.shard!r}") from None
-    index, count = _distributed_shard(index, count)
+    index, count = distributed_shard(*parse_shard(args.shard))
     config = reproduce.StudyConfig(budgets=tuple(sorted(args.budgets)), inits=tuple(args.inits), param=args.param)
     if not args.summary_only:
         reproduce.run_study(images, args.out, config, shard=(index, count))
@@ -206,23 +226,127 @@ def run_bench(args) -> int:
     return 0
 
 
-def _distributed_shard(index: int, count: int) -> tuple[int, int]:
-    """Under torchrun, each rank takes its own shard (RANK of WORLD_SIZE) of the shard given."""
-    import os
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1:
-        rank = int(os.environ.get("RANK", "0"))
-        return index * world + rank, count * world
-    return index, count
-
-
 def run_download(args) -> int:
     from . import datasets
 
     paths = datasets.download(args.name, root=args.root)
     print(f"{args.name}: {len(paths)} files verified in {Path(paths[0]).parent if paths else args.root}")
     return 0
+
+
+# ------------------------------------------------------------ generator training
+PREPARE_PPM = ("Compute and cache the pseudo-PPMs (the position field's training targets) of every image in "
+               "the given folders: resumable, shardable across processes.")
+
+
+def _add_prepare_ppm(sub):
+    p = sub.add_parser("prepare-ppm", help="compute the generator's training targets (pseudo-PPMs)",
+                       description=PREPARE_PPM)
+    p.add_argument("images", type=Path, nargs="+", help="image folder(s), e.g. $GILAB_DATA/train/bsds500/train")
+    p.add_argument("--out", type=Path, required=True, help="PPM cache folder (a subfolder per image folder)")
+    p.add_argument("--iters", type=int, default=300, help="GaussianImage iterations per image (default 300)")
+    p.add_argument("--seconds", type=float, default=None, help="or a wall-clock budget per image")
+    p.add_argument("--shard", default=None, help="i/n: this process does images i, i+n, ... "
+                   "(default: the torchrun rank, or all)")
+    p.add_argument("--backend", default="auto", choices=BACKEND_CHOICES, help="render backend of the fits")
+    p.add_argument("--threads", type=int, default=None, help="torch threads")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(run=run_prepare_ppm)
+
+
+def run_prepare_ppm(args) -> int:
+    import torch
+
+    from .training import prepare_ppm
+
+    if args.iters < 0 or (args.seconds is not None and not (math.isfinite(args.seconds) and args.seconds > 0)):
+        raise GilabError("--iters must be >= 0 and --seconds a positive number")
+    names = [folder.name for folder in args.images]
+    clash = sorted({n for n in names if names.count(n) > 1})
+    if clash:  # <out>/<folder name> would be shared, and one folder's PPMs taken for the other's
+        raise GilabError(f"two image folders are named {clash[0]!r}: their PPMs would share --out/{clash[0]}; "
+                         "run prepare-ppm once per folder with its own --out")
+    for folder in args.images:
+        list_images(folder)  # every folder exists before any work starts
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    shard = parse_shard(args.shard)
+    for folder in args.images:
+        out = args.out / folder.name if len(args.images) > 1 else args.out
+        stats = prepare_ppm(folder, out, iters=args.iters, seconds=args.seconds, shard=shard,
+                            progress=not args.no_progress, backend=args.backend)
+        print(f"{folder}: {stats['done']} written, {stats['skipped']} already there, "
+              f"{stats['seconds']:.0f} s -> {out}", flush=True)
+    return 0
+
+
+def _add_train_generator(sub):
+    from dataclasses import fields
+
+    from .training.config import TrainConfig
+
+    p = sub.add_parser("train-generator", help="train the generator network (CPU, GPUs, torchrun)",
+                       description="Train the generator on images and their pseudo-PPMs (resumable: rerun the "
+                       "same command), or --export a checkpoint as shippable weights. Under torchrun: "
+                       "`torchrun --nproc_per_node 4 -m gilab.training ...` with the same flags.")
+    p.add_argument("--config", type=Path, help="JSON file with TrainConfig fields (flags override it)")
+    p.add_argument("--export", type=Path, metavar="CKPT", help="only export CKPT's model to --to, then exit")
+    p.add_argument("--to", type=Path, help="safetensors path for --export")
+    p.add_argument("--half", action="store_true", help="--export the weights as float16 (half the file size)")
+    p.add_argument("--int8", action="store_true", help="--export large matrices as int8, the rest float16 (as shipped)")
+    p.add_argument("--model", choices=["compact", "paper"], help="network size (default: compact)")
+    p.add_argument("--colour-step", action="store_true",
+                   help="the model rescales its colours by one ISRA step after the fields: --export with it on "
+                        "(as shipped), or train through it (that made the start worse: gilab/weights/MODEL_CARD.md)")
+    p.add_argument("--no-progress", action="store_true")
+    for f in fields(TrainConfig):
+        if f.name == "model":
+            continue
+        t = str(f.type)  # "int", "float | None", "str | None", ... (annotations are strings here)
+        kind = float if "float" in t else int if "int" in t else str
+        default = "" if f.default is None else f" (default: {f.default})"
+        p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=None,
+                       help=f.metadata.get("help", "").replace("%", "%%") + default)
+    p.set_defaults(run=run_train_generator)
+
+
+def run_train_generator(args) -> int:
+    from .training import export, train
+
+    if args.export:
+        if not args.to:
+            raise GilabError("--export needs --to PATH (where the safetensors weights go)")
+        print(export(args.export, args.to, half=args.half, int8=args.int8, colour_step=args.colour_step or None))
+        return 0
+    cfg = _train_config(args)
+    if cfg.batch_size < 1 or cfg.epochs < 1 or cfg.crop < 1 or not (cfg.lr > 0 and math.isfinite(cfg.lr)):
+        raise GilabError("--batch-size, --epochs and --crop must be at least 1, and --lr a positive number")
+    if cfg.init_from and not Path(cfg.init_from).is_file():
+        raise GilabError(f"--init-from {cfg.init_from}: no such file")
+    train(cfg, progress=not args.no_progress)
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return 0
+
+
+def _train_config(args):
+    from dataclasses import fields
+
+    from .generator import GeneratorConfig
+    from .training.config import TrainConfig
+
+    cfg = TrainConfig.load(args.config) if args.config else TrainConfig()
+    for f in fields(TrainConfig):
+        v = getattr(args, f.name, None)
+        if f.name != "model" and v is not None:
+            setattr(cfg, f.name, v)
+    if args.model == "paper":
+        cfg.model = GeneratorConfig.paper()
+    if args.colour_step:
+        cfg.model.colour_step = True
+    return cfg
 
 
 if __name__ == "__main__":

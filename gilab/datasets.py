@@ -38,6 +38,7 @@ from importlib import resources
 from pathlib import Path, PurePosixPath
 
 from .errors import DataError
+from .files import write_atomic
 
 __all__ = ["DATASETS", "bsds500", "data_root", "div2k_valid_x2", "download", "kodak"]
 
@@ -188,23 +189,11 @@ def _resolve(s: _Set, root, download: bool | None, fetch) -> list[Path]:
 
 # --- writing files -----------------------------------------------------------------------------------------------
 
-def _write_atomic(path: Path, data: bytes):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _store(path: Path, data: bytes) -> str:
     """Write ``data`` to ``path`` unless the file already holds exactly it; returns its sha256."""
     digest = hashlib.sha256(data).hexdigest()
     if not (path.is_file() and sha256(path) == digest):
-        _write_atomic(path, data)
+        write_atomic(path, data)
     return digest
 
 
@@ -212,7 +201,7 @@ def _write_manifest(top: Path, new: dict[str, str]):
     """Merge ``new`` sums into top/SHA256SUMS (the `sha256sum -c` format, sorted)."""
     sums = {**_local_sums(top), **new}
     text = "".join(f"{digest}  {name}\n" for name, digest in sorted(sums.items()))
-    _write_atomic(top / MANIFEST, text.encode())
+    write_atomic(top / MANIFEST, text.encode())
 
 
 def _retrieve(url: str, folder: Path, fname: str, known_hash: str | None) -> Path:

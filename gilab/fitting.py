@@ -7,7 +7,8 @@
 Recipe: loss = MSE(clamp(render, 0, 1), image) with sum blending; Adan (betas 0.98/0.92/0.99,
 eps 1e-8, no weight decay) at lr 1e-3; StepLR halving every ``lr_step`` iterations. The trainable
 parameters are GaussianImage's: means through tanh in normalised coordinates, the Cholesky factor
-as an offset from (0.5, 0, 0.5) or scales |s + 0.5| and angle 2 pi sigmoid(r); colours as they are.
+as an offset from (0.5, 0, 0.5) or scales |s + 0.5| and the angle in radians; colours as they are.
+(GaussianImage trains the angle as 2 pi sigmoid(r), which cannot turn a Gaussian that starts axis-aligned.)
 
 The module is called ``fitting`` (not ``fit``) so that ``gilab.fit`` is unambiguously the function.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,33 +25,16 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from .errors import ArgumentError
 from .gaussians import Gaussians2D, ndc_to_pixels, pixels_to_ndc
 from .render import rasterize
+from .starts import CHOLESKY_BOUND, SCALE_BOUND, STARTS, make_start, random_gaussians
 
-CHOLESKY_BOUND = (0.5, 0.0, 0.5)
-SCALE_BOUND = 0.5
+__all__ = ["FitHistory", "FitResult", "FitState", "GaussianImageModel", "fit", "random_gaussians"]
+
 DEFAULT_ITERS = 1000
-
-
-# --------------------------------------------------------------------- starts
-def random_gaussians(n: int, height: int, width: int, param: str = "cholesky", seed: int = 0,
-                     device=None, dtype=torch.float32) -> Gaussians2D:
-    """GaussianImage's random start: means uniform over the image, colours U[0,1)^3, opacity 1;
-    Cholesky (l1, l2, l3) = U[0,1)^3 + (0.5, 0, 0.5) px, or scales |U[0,1)^2 + 0.5| px and
-    angle 2 pi sigmoid(U[0,1))."""
-    gen = torch.Generator().manual_seed(seed)
-    rand = lambda *shape: torch.rand(*shape, generator=gen, dtype=dtype)
-    means = rand(n, 2) * torch.tensor([width, height], dtype=dtype)
-    colors = rand(n, 3)
-    if param == "cholesky":
-        g = Gaussians2D.from_cholesky(means, rand(n, 3) + torch.tensor(CHOLESKY_BOUND, dtype=dtype), colors,
-                                      size=(height, width))
-    elif param == "rs":
-        g = Gaussians2D.from_scale_rotation(means, (rand(n, 2) + SCALE_BOUND).abs(),
-                                            2 * math.pi * torch.sigmoid(rand(n)), colors, size=(height, width))
-    else:
-        raise ValueError(f"param must be 'cholesky' or 'rs', got {param!r}")
-    return g.to(device) if device is not None else g
+#: Thinnest standard deviation a start may have, pixels: thinner (or zero) covariances make infinite conics.
+MIN_START_STD = 1e-2
 
 
 class GaussianImageModel(nn.Module):
@@ -77,8 +62,9 @@ class GaussianImageModel(nn.Module):
         elif param == "rs":
             rs = init.to_scale_rotation()
             self.scales = nn.Parameter(rs.scales - SCALE_BOUND)
-            turns = torch.remainder(rs.rotations, 2 * math.pi) / (2 * math.pi)
-            self.rotations = nn.Parameter(torch.logit(turns.clamp(1e-6, 1 - 1e-6)))
+            # The angle itself, in radians. GaussianImage trains 2 pi sigmoid(r); at an axis-aligned start
+            # (angle 0, r = logit(~0)) that sigmoid's slope vanishes and the Gaussian can never turn.
+            self.rotations = nn.Parameter(rs.rotations.clone())
         else:
             raise ValueError(f"param must be 'cholesky' or 'rs', got {param!r}")
 
@@ -89,8 +75,7 @@ class GaussianImageModel(nn.Module):
             cholesky = self.cholesky + self.cholesky.new_tensor(CHOLESKY_BOUND)
             return Gaussians2D.from_cholesky(means, cholesky, self.colors, self.opacities, size=size)
         scales = (self.scales + SCALE_BOUND).abs()
-        rotations = 2 * math.pi * torch.sigmoid(self.rotations)
-        return Gaussians2D.from_scale_rotation(means, scales, rotations, self.colors, self.opacities, size=size)
+        return Gaussians2D.from_scale_rotation(means, scales, self.rotations, self.colors, self.opacities, size=size)
 
 
 # -------------------------------------------------------------------- history
@@ -164,6 +149,7 @@ class FitResult:
     interrupted: bool
     backend: str
     param: str
+    diverged: bool = False  # the loss turned non-finite; the Gaussians are the last finite step's
 
     @property
     def psnr(self) -> float:
@@ -181,7 +167,8 @@ class FitResult:
         return plot_history(self.history, ax=ax, x=x)
 
     def summary(self) -> str:
-        stop = " (interrupted)" if self.interrupted else ""
+        stop = " (interrupted)" if self.interrupted else " (diverged: stopped at the last finite step)" \
+            if self.diverged else ""
         return (f"{len(self.gaussians)} Gaussians, {self.iterations} iterations in {self.seconds:.1f} s{stop}: "
                 f"PSNR {self.history.psnr[0]:.2f} -> {self.psnr:.2f} dB, "
                 f"{self.iterations_per_second:.1f} it/s on backend {self.backend!r}")
@@ -196,10 +183,9 @@ def fit(image, init="random", *, n: int | None = None, iters: int | None = None,
     """Fit 2D Gaussians to ``image`` with GaussianImage's recipe.
 
     Args:
-        image: (3, H, W) float tensor in [0, 1], a path, a PIL image or an HWC array.
-        init: "random" (needs ``n``), "quadtree" (at ``n`` if given), "net" (the shipped generator),
-            or a :class:`Gaussians2D` to start from.
-        n: number of Gaussians for "random" (default: H*W/40) and "quadtree".
+        image: (3, H, W) float tensor in [0, 1], a path, a PIL image or an array (see ``gilab.io.as_image``).
+        init: "random" (``n`` Gaussians, default H W / 40), "quadtree" (at ``n`` if given), "net" (the
+            shipped generator, at ``n`` if given), or a :class:`Gaussians2D` to start from.
         iters, seconds: the budget; the fit stops at whichever comes first (default 1000 iterations).
         param: "cholesky" or "rs" (rotation-scale), the trainable covariance parametrisation.
         lr, lr_step: Adan's learning rate, halved every ``lr_step`` iterations.
@@ -211,25 +197,27 @@ def fit(image, init="random", *, n: int | None = None, iters: int | None = None,
 
     Returns:
         A :class:`FitResult`. Ctrl-C stops the fit and returns the result so far (``interrupted=True``).
+        If the loss turns NaN or infinite (too large a learning rate, say), the fit stops, returns the last
+        finite step's Gaussians with ``diverged=True`` and warns; it never returns NaN parameters.
+
+    Raises:
+        ImageError: an image of the wrong shape, dtype or range, or with NaN or infinite pixels.
+        ArgumentError: a budget, count, learning rate or option out of range (checked before any work).
+        NonFiniteError: a start with NaN or infinite parameters.
     """
     start = time.perf_counter()
-    if isinstance(image, Tensor):
-        target = image
-    else:
-        from .io import to_tensor_image
+    from .io import as_image
 
-        target = to_tensor_image(image)
-    if target.ndim != 3 or target.shape[0] != 3:
-        raise ValueError(f"image must be (3, H, W), got shape {tuple(target.shape)}")
+    target = as_image(image)
     _, height, width = target.shape
-    if iters is None and seconds is None:
-        iters = DEFAULT_ITERS
-    gaussians = _make_start(init, target, n, param, seed)
-    model = GaussianImageModel(gaussians.to(target.device, target.dtype), height, width, param, min_scale)
-    if backend == "auto":
-        from .render import pick_backend
-
-        backend = pick_backend(target.device, blend)
+    iters, seconds = _check_options(init, n, iters, seconds, param, lr, lr_step, blend, min_scale, callback_every)
+    backend = _usable_backend(backend, target.device, blend)
+    if isinstance(init, Gaussians2D):
+        gaussians = init
+    else:
+        gaussians, _ = make_start(init, target, n, param=param, seed=seed)
+    gaussians = _repaired(gaussians.detach().to(target.device, target.dtype)).check("the start")
+    model = GaussianImageModel(gaussians, height, width, param, min_scale)
     optimizer = _adan(model.parameters(), lr)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=lr_step, gamma=0.5)
 
@@ -243,13 +231,20 @@ def fit(image, init="random", *, n: int | None = None, iters: int | None = None,
         current = render_clamped()
         history.append(0, elapsed(), torch.mean((current - target) ** 2).item())
     init_time = elapsed()
+    last_good = [p.detach().clone() for p in model.parameters()]  # the parameters whose loss was finite
     bar = _progress_bar(iters, seconds, progress)
-    iteration, interrupted = 0, False
+    iteration, interrupted, diverged = 0, False, False
     try:
         while (iters is None or iteration < iters) and (seconds is None or elapsed() < seconds):
             current = render_clamped()
             loss = torch.mean((current - target) ** 2)
-            history.set_loss(-1, loss.item())  # row k: the parameters after k steps, rendered in step k + 1
+            value = loss.item()
+            history.set_loss(-1, value)  # row k: the parameters after k steps, rendered in step k + 1
+            if not math.isfinite(value):
+                diverged = True
+                break
+            for good, p in zip(last_good, model.parameters()):
+                good.copy_(p.detach())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -266,29 +261,93 @@ def fit(image, init="random", *, n: int | None = None, iters: int | None = None,
         interrupted = True
     finally:
         bar.close()
+    if diverged:  # step back to the last parameters that rendered to a finite loss
+        iteration = _roll_back(model, last_good, history, iteration)
     with torch.no_grad():
         final = render_clamped()
         history.set_loss(-1, torch.mean((final - target) ** 2).item())
     return FitResult(model.gaussians().detach().clone(), history, final, iteration, elapsed(), init_time, interrupted,
-                     backend, param)
+                     backend, param, diverged)
 
 
-def _make_start(init, target: Tensor, n: int | None, param: str, seed: int) -> Gaussians2D:
-    _, height, width = target.shape
-    if isinstance(init, Gaussians2D):
-        return init
-    if init == "random":
-        n = n if n is not None else max(1, height * width // 40)
-        return random_gaussians(n, height, width, param, seed)
-    if init == "quadtree":
-        from .placement import quadtree_init
+def _check_options(init, n, iters, seconds, param, lr, lr_step, blend, min_scale, callback_every):
+    """Every option of :func:`fit` that a user can get wrong, checked before any work; returns (iters, seconds)."""
+    def positive_int(name, value, low=1):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ArgumentError(f"{name} must be an integer >= {low}, got {value!r}")
 
-        return quadtree_init(target.cpu(), target_count=n)
-    if init == "net":
-        from .generator import Generator
+    def positive_number(name, value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+            raise ArgumentError(f"{name} must be a positive finite number, got {value!r}")
 
-        return Generator.from_pretrained()(target.cpu(), target_count=n)
-    raise ValueError(f"init must be 'random', 'quadtree', 'net' or a Gaussians2D, got {init!r}")
+    if not isinstance(init, Gaussians2D) and init not in STARTS:
+        raise ArgumentError(f"init must be one of {', '.join(STARTS)} or a Gaussians2D, got {init!r}")
+    if n is not None:
+        positive_int("n", n)
+    if iters is None and seconds is None:
+        iters = DEFAULT_ITERS
+    if iters is not None:
+        positive_int("iters", iters, low=0)
+    if seconds is not None:
+        positive_number("seconds", seconds)
+    if param not in ("cholesky", "rs"):
+        raise ArgumentError(f"param must be 'cholesky' or 'rs', got {param!r}")
+    positive_number("lr", lr)
+    positive_int("lr_step", lr_step)
+    if blend not in ("sum", "alpha"):
+        raise ArgumentError(f"blend must be 'sum' or 'alpha', got {blend!r}")
+    if min_scale is not None:
+        positive_number("min_scale", min_scale)
+    positive_int("callback_every", callback_every)
+    return iters, seconds
+
+
+def _usable_backend(backend: str, device: torch.device, blend: str) -> str:
+    """The backend name ``backend`` resolves to on ``device``, or a one-line error if it cannot run here."""
+    from .errors import BackendError
+    from .render import backend_module, pick_backend
+
+    name = pick_backend(device, blend) if backend == "auto" else backend
+    ok, why = backend_module(name).available()
+    if not ok:
+        raise BackendError(f"render backend {name!r} is not available here: {why}")
+    return name
+
+
+def _repaired(start: Gaussians2D) -> Gaussians2D:
+    """The start with every covariance thinner than MIN_START_STD widened to it (with a warning): a zero or
+    near-zero covariance has an infinite conic, and one step of the fit would turn every parameter NaN."""
+    if start.cholesky is not None:
+        diag = start.cholesky[:, [0, 2]]
+        thin = (diag.abs() < MIN_START_STD).any(-1)
+    else:
+        thin = (start.scales.abs() < MIN_START_STD).any(-1)
+    if not bool(thin.any()):
+        return start
+    warnings.warn(f"{int(thin.sum())} of {len(start)} Gaussians in the start have a standard deviation below "
+                  f"{MIN_START_STD} px; widened to {MIN_START_STD} px", stacklevel=3)
+    if start.cholesky is not None:
+        chol = start.cholesky.clone()
+        for k in (0, 2):
+            chol[:, k] = torch.where(chol[:, k].abs() < MIN_START_STD, torch.full_like(chol[:, k], MIN_START_STD),
+                                     chol[:, k])
+        return start._with(cholesky=chol)
+    return start._with(scales=start.scales.abs().clamp(min=MIN_START_STD))
+
+
+def _roll_back(model: GaussianImageModel, last_good: list[Tensor], history: FitHistory, iteration: int) -> int:
+    """Restore the last finite parameters (those of the previous step) and drop the history rows after them."""
+    bad = history.loss[-1]
+    with torch.no_grad():
+        for good, p in zip(last_good, model.parameters()):
+            p.copy_(good)
+    if iteration > 0:
+        for column in history.to_dict().values():
+            column.pop()
+        iteration -= 1
+    warnings.warn(f"the fit diverged (loss {bad}) at iteration {iteration + 1}: stopped, and kept the "
+                  f"Gaussians of iteration {iteration}; try a smaller learning rate", stacklevel=3)
+    return iteration
 
 
 def _adan(params, lr: float):

@@ -26,6 +26,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from .errors import FileFormatError, NonFiniteError
+from .files import atomic_path
+
 #: File format written by :meth:`Gaussians2D.save` (safetensors + JSON metadata).
 FORMAT_NAME = "gilab.gaussians"
 FORMAT_VERSION = 1
@@ -84,6 +87,32 @@ class Gaussians2D:
             if got != shape:
                 raise ValueError(f"{name} must have shape {shape}, got {got}")
 
+    def check(self, what: str = "Gaussians") -> Gaussians2D:
+        """Raise unless every tensor is floating point and finite, and every covariance has a positive
+        determinant (the conic would be infinite). Returns ``self``, so ``g = g.check()`` reads well.
+
+        Raises:
+            NonFiniteError: NaN or infinity in a tensor, or a degenerate covariance; the message counts them.
+            FileFormatError: a tensor that is not floating point.
+        """
+        for name, t in self._tensors().items():
+            if not t.is_floating_point():
+                raise FileFormatError(f"{what}: {name} must be floating point, got {t.dtype}")
+            bad = int((~torch.isfinite(t.detach())).sum())
+            if bad:
+                raise NonFiniteError(f"{what}: {bad} non-finite value(s) (NaN or inf) in {name}")
+        degenerate = int((~torch.isfinite(self.conics().detach())).any(-1).sum())
+        if degenerate:
+            raise NonFiniteError(f"{what}: {degenerate} Gaussian(s) with a zero covariance (their conic is "
+                                 "infinite); widen them or drop them")
+        return self
+
+    def determinant_factor(self) -> Tensor:
+        """(N,) l1 l3 or s1 s2: the square root of each covariance's determinant, pixels squared."""
+        if self.cholesky is not None:
+            return self.cholesky[:, 0] * self.cholesky[:, 2]
+        return self.scales[:, 0] * self.scales[:, 1]
+
     # ------------------------------------------------------------ properties
     @property
     def param(self) -> str:
@@ -118,10 +147,7 @@ class Gaussians2D:
         which stays accurate for near-singular covariances where Sxx Syy - Sxy^2 cancels.
         """
         sxx, sxy, syy = self._cov_terms()
-        if self.cholesky is not None:
-            det = (self.cholesky[:, 0] * self.cholesky[:, 2]) ** 2
-        else:
-            det = (self.scales[:, 0] * self.scales[:, 1]) ** 2
+        det = self.determinant_factor() ** 2
         return torch.stack([syy / det, -sxy / det, sxx / det], -1)
 
     def _cov_terms(self) -> tuple[Tensor, Tensor, Tensor]:
@@ -184,6 +210,9 @@ class Gaussians2D:
     def _with(self, **changes) -> Gaussians2D:
         return Gaussians2D(**{**self._fields(), **changes})
 
+    def _tensors(self) -> dict[str, Tensor]:
+        return {k: v for k, v in self._fields().items() if isinstance(v, Tensor)}
+
     def _fields(self) -> dict:
         return {"means": self.means, "colors": self.colors, "opacities": self.opacities, "cholesky": self.cholesky,
                 "scales": self.scales, "rotations": self.rotations, "size": self.size}
@@ -197,17 +226,26 @@ class Gaussians2D:
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.detach().contiguous().cpu() for k, v in self._fields().items() if isinstance(v, Tensor)}
+        tensors = {k: v.detach().contiguous().cpu() for k, v in self._tensors().items()}
         meta = {"format": FORMAT_NAME, "version": str(FORMAT_VERSION), "param": self.param,
                 "size": json.dumps(list(self.size) if self.size else None)}
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(tensors, str(tmp), metadata=meta)
-        tmp.replace(path)  # atomic: an interrupted save never leaves a half-written file
+        with atomic_path(path) as tmp:  # an interrupted save never leaves a half-written file
+            save_file(tensors, str(tmp), metadata=meta)
         return path
 
     @classmethod
     def load(cls, path: str | Path, device=None) -> Gaussians2D:
-        """Read a file written by :meth:`save`; a file of another kind or a newer version is a clear error."""
+        """Read a file written by :meth:`save` (safetensors: no code runs while reading).
+
+        Everything is checked before it is used: the format name and version, exactly the tensors of the
+        recorded parametrisation with consistent shapes, floating-point data (float16 and bfloat16 are read
+        as float32; float64 stays float64), finite values, and a ``size`` of two positive integers or null.
+
+        Raises:
+            FileNotFoundError: no such file.
+            FileFormatError: any other problem, as one line that names the file.
+            NonFiniteError: NaN or infinity in the data.
+        """
         from safetensors import safe_open
 
         path = Path(path)
@@ -218,15 +256,53 @@ class Gaussians2D:
                 meta = f.metadata() or {}
                 tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
         except Exception as exc:  # noqa: BLE001 (safetensors raises its own error types for corrupt headers)
-            raise ValueError(f"{path}: not a gilab Gaussians file ({exc})") from None
-        if meta.get("format") != FORMAT_NAME:
-            raise ValueError(f"{path}: not a gilab Gaussians file (format={meta.get('format')!r})")
-        if int(meta.get("version", 0)) > FORMAT_VERSION:
-            raise ValueError(f"{path}: file version {meta['version']} is newer than this gilab "
-                             f"(reads up to {FORMAT_VERSION}); upgrade gilab")
-        size = json.loads(meta.get("size", "null"))
-        g = cls(size=tuple(size) if size else None, **tensors)
+            raise FileFormatError(f"{path}: not a gilab Gaussians file ({_one_line(exc)})") from None
+        g = _from_file_contents(path, meta, tensors).check(str(path))
         return g.to(device) if device is not None else g
+
+
+def _from_file_contents(path: Path, meta: dict, tensors: dict[str, Tensor]) -> Gaussians2D:
+    """Validate what a Gaussians file holds and build the set; every problem is one FileFormatError line."""
+    def fail(reason: str) -> FileFormatError:
+        return FileFormatError(f"{path}: {reason}")
+
+    if meta.get("format") != FORMAT_NAME:
+        raise fail(f"not a gilab Gaussians file (format={meta.get('format')!r})")
+    version = meta.get("version", "")
+    if not version.isdigit():
+        raise fail(f"malformed version {version!r}")
+    if int(version) > FORMAT_VERSION:
+        raise fail(f"file version {version} is newer than this gilab (reads up to {FORMAT_VERSION}); upgrade gilab")
+    param = meta.get("param") or ("cholesky" if "cholesky" in tensors else "rs")
+    covariance = {"cholesky": {"cholesky"}, "rs": {"scales", "rotations"}}.get(param)
+    if covariance is None:
+        raise fail(f"unknown parametrisation {param!r}")
+    expected = {"means", "colors", "opacities"} | covariance
+    if set(tensors) != expected:
+        missing, extra = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
+        raise fail(f"expected the tensors {', '.join(sorted(expected))}"
+                   + (f"; missing {', '.join(missing)}" if missing else "")
+                   + (f"; unexpected {', '.join(extra)}" if extra else ""))
+    for name, t in tensors.items():
+        if not t.is_floating_point():
+            raise fail(f"{name} must be floating point, got {t.dtype}")
+    dtype = torch.float64 if all(t.dtype == torch.float64 for t in tensors.values()) else torch.float32
+    tensors = {k: v.to(dtype) for k, v in tensors.items()}
+    try:
+        size = json.loads(meta.get("size", "null"))
+    except json.JSONDecodeError:
+        raise fail(f"malformed size {meta.get('size')!r}") from None
+    if size is not None and not (isinstance(size, list) and len(size) == 2
+                                 and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
+        raise fail(f"size must be [height, width] in pixels or null, got {meta.get('size')!r}")
+    try:
+        return Gaussians2D(size=tuple(size) if size else None, **tensors)
+    except ValueError as exc:  # inconsistent shapes
+        raise fail(str(exc)) from None
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 # ---------------------------------------------------------------- NDC helpers

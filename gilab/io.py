@@ -11,17 +11,22 @@ Conventions, chosen once here so that no other module has to:
 - 16-bit greyscale keeps its precision (value / 65535). Pillow decodes 16-bit *RGB* PNGs at 8 bits per
   channel; gilab warns when that happens.
 - Pixel values are taken as stored: no ICC colour management, no gamma conversion (the papers do the same).
+- Integer images are scaled by their type's maximum: uint8 / 255, uint16 / 65535, bool as {0, 1}; other
+  integer types (int8, int32, int64, ...) are refused, since their range says nothing about white.
+- Float images must already lie in [0, 1] and be finite: values within 1e-3 of the range (rounding) are
+  clipped silently; anything further out, NaN or infinity is refused (files too: a float TIFF with values
+  above 1 is refused rather than clipped).
 - Images larger than ``max_pixels`` (default 50 megapixels, or the ``GILAB_MAX_PIXELS`` environment variable)
   are refused before they are decoded: a 50 MP image is already 600 MB as float32 (3, H, W).
 
-Every user mistake (a missing, empty, truncated or non-image file, or a too-large image) raises
-:class:`gilab.errors.ImageError` with one line that names the file and the reason.
+Every user mistake (a missing, empty, truncated or non-image file, a too-large image, a wrong shape, dtype or
+value range) raises :class:`gilab.errors.ImageError` with one line that names the file and the reason.
+:func:`as_image` is the door every public function (``fit``, the generator, the codec) takes images through.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -31,8 +36,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 from .errors import ImageError
+from .files import atomic_path
 
-__all__ = ["DEFAULT_MAX_PIXELS", "default_image", "load_image", "max_pixels_limit", "save_image", "to_tensor_image"]
+__all__ = ["DEFAULT_MAX_PIXELS", "as_image", "default_image", "load_image", "max_pixels_limit", "save_image",
+           "to_tensor_image"]
 
 DEFAULT_MAX_PIXELS = 50_000_000
 WHITE = (1.0, 1.0, 1.0)
@@ -142,7 +149,7 @@ def _pil_to_tensor(im: Image.Image, background=WHITE, source="<PIL image>") -> T
     """(3, H, W) float32 in [0, 1] from a loaded PIL image of any mode."""
     mode = im.mode
     if mode.startswith("I;16") or mode in ("I", "F"):
-        return _high_depth_to_tensor(im, background)
+        return _high_depth_to_tensor(im, background, source)
     has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
     try:
         im = im.convert("RGBA" if has_alpha else "RGB")
@@ -152,11 +159,11 @@ def _pil_to_tensor(im: Image.Image, background=WHITE, source="<PIL image>") -> T
     return _hwc_to_tensor(array, background)
 
 
-def _high_depth_to_tensor(im: Image.Image, background) -> Tensor:
+def _high_depth_to_tensor(im: Image.Image, background, source="<PIL image>") -> Tensor:
     """16-bit ('I;16*', and 'I' as PNG decoders produce it) and float ('F') greyscale, at full precision."""
     raw = np.asarray(im)
     if im.mode == "F":
-        grey = np.clip(raw.astype(np.float32), 0.0, 1.0)  # float images are taken to be in [0, 1]
+        grey = _checked_float(raw.astype(np.float32), source)  # float images must be in [0, 1]
     else:
         grey = np.clip(raw.astype(np.float32), 0, 65535) / 65535.0
     channels = [grey, grey, grey]
@@ -231,16 +238,46 @@ def _array_to_tensor(a: np.ndarray, source: str, max_pixels, background) -> Tens
     elif a.dtype == np.bool_:
         a = a.astype(np.float32)
     elif np.issubdtype(a.dtype, np.floating):
-        a = a.astype(np.float32)
-        lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
-        if not (np.isfinite(lo) and np.isfinite(hi)) or lo < -1e-3 or hi > 1 + 1e-3:
-            raise _error(source, f"float values must lie in [0, 1], got [{lo:g}, {hi:g}] (divide 8-bit values by 255)")
-        a = np.clip(a, 0.0, 1.0)
+        a = _checked_float(a.astype(np.float32), source)
     else:
         raise _error(source, f"unsupported dtype {a.dtype} (use uint8, uint16, bool or float in [0, 1])")
     if a.shape[-1] == 1:
         a = np.repeat(a, 3, axis=-1)
     return _hwc_to_tensor(a, background)
+
+
+def _checked_float(a: np.ndarray, source) -> np.ndarray:
+    """A float array in [0, 1] (within 1e-3, then clipped); NaN, infinity or values further out are refused."""
+    finite = np.isfinite(a)
+    if not finite.all():
+        raise _error(source, f"{int((~finite).sum())} pixel value(s) are NaN or infinite")
+    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+    if lo < -1e-3 or hi > 1 + 1e-3:
+        raise _error(source, f"float values must lie in [0, 1], got [{lo:g}, {hi:g}] (divide 8-bit values by 255)")
+    return np.clip(a, 0.0, 1.0)
+
+
+def as_image(x, max_pixels: int | None = None) -> Tensor:
+    """The image a public function was given, checked: (3, H, W) floating point, finite, in [0, 1].
+
+    A floating-point (3, H, W) tensor keeps its dtype and device (checked and clipped within the 1e-3
+    tolerance); everything else (paths, PIL images, arrays, integer or HWC tensors) goes through
+    :func:`to_tensor_image` and comes back float32.
+
+    Raises:
+        ImageError: an empty image, a wrong shape or dtype, NaN or infinity, values outside [0, 1].
+    """
+    if not (isinstance(x, Tensor) and x.is_floating_point() and x.ndim == 3 and x.shape[0] == 3):
+        return to_tensor_image(x, max_pixels=max_pixels)
+    _check_size("<tensor>", (x.shape[2], x.shape[1]), max_pixels_limit(max_pixels))
+    t = x.detach()
+    finite = torch.isfinite(t)
+    if not bool(finite.all()):
+        raise _error("<tensor>", f"{int((~finite).sum())} pixel value(s) are NaN or infinite")
+    lo, hi = float(t.min()), float(t.max())
+    if lo < -1e-3 or hi > 1 + 1e-3:
+        raise _error("<tensor>", f"float values must lie in [0, 1], got [{lo:g}, {hi:g}] (divide 8-bit values by 255)")
+    return t.clamp(0, 1) if lo < 0 or hi > 1 else t
 
 
 def save_image(image: Tensor, path) -> Path:
@@ -266,15 +303,10 @@ def save_image(image: Tensor, path) -> Path:
     t = torch.nan_to_num(t, nan=0.0).clamp(0, 1).expand(3, -1, -1)
     array = (t * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
     fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG") if path.suffix else "PNG"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(array, "RGB").save(f, format=fmt)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    if path.is_dir():
+        raise _error(path, "is a directory; give a file name for the image")
+    with atomic_path(path) as tmp:
+        Image.fromarray(array, "RGB").save(tmp, format=fmt)
     return path
 
 

@@ -25,9 +25,11 @@ from pathlib import Path
 
 import torch
 
-from .fitting import FitState, fit, random_gaussians
+from . import starts
+from .files import write_atomic
+from .fitting import FitState, fit
 
-INITS = ("net", "quadtree", "random")
+INITS = starts.STARTS
 
 
 @dataclass
@@ -64,20 +66,10 @@ class RunRecord:
 
 # ------------------------------------------------------------------- starts
 def make_start(kind: str, image: torch.Tensor, n: int | None, config: StudyConfig, generator=None):
-    """(Gaussians2D, seconds spent) for start ``kind`` at ``n`` Gaussians (the generator decides n for "net")."""
-    _, height, width = image.shape
-    start = time.perf_counter()
-    if kind == "net":
-        gaussians = generator(image, kernel_size=config.kernel_size, density=config.density)
-    elif kind == "quadtree":
-        from .placement import quadtree_init
-
-        gaussians = quadtree_init(image, target_count=n)
-    elif kind == "random":
-        gaussians = random_gaussians(n, height, width, param=config.param, seed=config.seed)
-    else:
-        raise ValueError(f"unknown start {kind!r}; choose from {', '.join(INITS)}")
-    return gaussians, time.perf_counter() - start
+    """(Gaussians2D, seconds spent) for start ``kind`` at ``n`` Gaussians, made as the study's ``config`` says
+    (:func:`gilab.starts.make_start`; the generator decides n for "net")."""
+    return starts.make_start(kind, image, None if kind == "net" else n, param=config.param, seed=config.seed,
+                             kernel_size=config.kernel_size, density=config.density, generator=generator)
 
 
 # ---------------------------------------------------------------------- run
@@ -196,9 +188,7 @@ def _load_generator():
 
 
 def _write_json_atomic(path: Path, payload: dict):
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=1))
-    tmp.replace(path)
+    write_atomic(path, json.dumps(payload, indent=1))
 
 
 def machine_description() -> str:

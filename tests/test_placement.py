@@ -13,7 +13,6 @@ from gilab.placement import (
     fit_ellipses,
     gaussians_from_triangles,
     place,
-    ppm_from_image,
     pseudo_ppm,
     quadtree_cells,
     quadtree_init,
@@ -202,6 +201,8 @@ def test_pseudo_ppm_matches_brute_force_and_is_dense_where_means_are():
 
 
 def test_ppm_from_image():
+    from gilab.training import ppm_from_image
+
     image = noise_image(32, 48) * smooth_field(32, 48, seed=5)
     quick = ppm_from_image(image, iters=0)
     torch.testing.assert_close(quick, pseudo_ppm(quadtree_init(image), 32, 48))

@@ -97,7 +97,7 @@ def test_unknown_and_unavailable_backends():
             gilab.render(g, 4, 4, blend="alpha", backend="gsplat")
     table = gilab.render.available_backends()
     assert table["dense"][0] and table["torch"][0]
-    assert set(table) == {"dense", "torch", "cpu", "gsplat"}
+    assert set(table) == {"dense", "torch", "cpu", "gsplat", "triton"}
 
 
 def test_auto_backend_on_cpu():

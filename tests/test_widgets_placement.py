@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 import gilab
-from gilab.placement import place, ppm_from_image
+from gilab.placement import place
+from gilab.training import ppm_from_image
 
 pytest.importorskip("ipywidgets")
 

@@ -5,12 +5,13 @@
     gaussians = gen(image)                     # Gaussians2D, N adapts to the image's content
 
 Modules: ``config`` (sizes), ``model`` (ConvNeXt-UNet + position head), ``fields`` (per-triangle MLPs),
-``colour_step`` (one ISRA rescaling of the colours after the fields), ``generator`` (the pipeline, weights I/O), ``data`` (pseudo-PPM preparation, crops), ``train`` (training, DDP).
+``colour_step`` (one ISRA rescaling of the colours after the fields), ``generator`` (the pipeline, weights I/O).
+Training lives in :mod:`gilab.training`.
 """
 
-from .config import GeneratorConfig, TrainConfig
+from .config import GeneratorConfig
 from .fields import GaussianFields, Mesh
 from .generator import Generator
 from .model import ConvNeXtBlock, FeatureNet
 
-__all__ = ["ConvNeXtBlock", "FeatureNet", "GaussianFields", "Generator", "GeneratorConfig", "Mesh", "TrainConfig"]
+__all__ = ["ConvNeXtBlock", "FeatureNet", "GaussianFields", "Generator", "GeneratorConfig", "Mesh"]

@@ -1,7 +1,7 @@
-"""Configurations of the generator network and of its training, as plain dataclasses.
+"""The generator network's configuration, as a plain dataclass.
 
-Both round-trip through JSON (``to_dict`` / ``from_dict``): the network's config is stored in the
-metadata of the shipped safetensors file, the training config in every checkpoint.
+It round-trips through JSON (``to_dict`` / ``from_dict``) and is stored in the metadata of the shipped
+safetensors file (the training run's config is ``gilab.training.TrainConfig``).
 
     GeneratorConfig()            # the compact model gilab ships (~3 M parameters, trains on a CPU)
     GeneratorConfig.paper()      # ConvNeXt-Base widths, as the reference (~100 M; a GPU job)
@@ -9,9 +9,7 @@ metadata of the shipped safetensors file, the training config in every checkpoin
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
+from dataclasses import asdict, dataclass, fields
 
 
 @dataclass
@@ -60,47 +58,3 @@ class GeneratorConfig:
         known = {f.name for f in fields(cls)}
         d = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in known}
         return cls(**d)
-
-
-@dataclass
-class TrainConfig:
-    """One training run. ``python -m gilab.generator.train --config run.json`` reads this as JSON;
-    every field can also be given as a flag (``--batch-size 4``), flags win."""
-
-    model: GeneratorConfig = field(default_factory=GeneratorConfig)
-    data: str | None = None            # BSDS500 root ({train,val}/*.jpg); default $GILAB_DATA/train/bsds500
-    ppm_dir: str | None = None         # pseudo-PPM cache (from prepare-ppm); default <out>/../ppm
-    out: str = "runs/generator"        # checkpoints, log, curves
-    crop: int = 192                    # random square crops (a multiple of the network's stride)
-    batch_size: int = 4                # per process
-    epochs: int = 100
-    max_steps: int | None = None       # stop early (the schedule still spans ``epochs``)
-    max_minutes: float | None = None   # stop after this much wall time (checkpointed)
-    lr: float = 1e-3
-    lr_min: float = 1e-5
-    grad_clip: float | None = 1.0      # max global gradient norm (typical norms here: 0.3-1; spikes were 10x)
-    kernel_size: int = 3
-    density: float = 1.0
-    val_images: int = 12               # fixed subset of the val split, full resolution; 0 = all
-    val_every: int = 1                 # epochs
-    ckpt_every_minutes: float = 5.0
-    place_from: str = "pred"           # dither the predicted PPM ("pred", as at inference) or the target ("target")
-    seed: int = 0
-    backend: str = "auto"              # render backend
-    threads: int | None = None         # torch threads per process
-    init_from: str | None = None       # start from these weights (.pt checkpoint or .safetensors): a fine-tuning stage
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        d = {k: v for k, v in d.items() if k in known}
-        if isinstance(d.get("model"), dict):
-            d["model"] = GeneratorConfig.from_dict(d["model"])
-        return cls(**d)
-
-    @classmethod
-    def load(cls, path: str | Path) -> TrainConfig:
-        return cls.from_dict(json.loads(Path(path).read_text()))

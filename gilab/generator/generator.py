@@ -17,6 +17,7 @@ the same three methods (``predict``, ``mesh``, ``build``); ``__call__`` wraps th
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -24,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import GilabError
+from ..errors import ArgumentError, GilabError
+from ..files import atomic_path
 from .colour_step import apply_colour_step
 from .config import GeneratorConfig
 from .fields import FieldsOutput, GaussianFields, Mesh
@@ -33,6 +35,8 @@ from .model import FeatureNet
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "generator.safetensors"
 FORMAT_NAME = "gilab.generator"
 FORMAT_VERSION = 1
+#: Fewest Gaussians a target count may ask for: the mesh has its four corners and the edge points at least.
+MIN_TARGET_COUNT = 8
 
 
 class Generator(nn.Module):
@@ -132,11 +136,11 @@ class Generator(nn.Module):
             if timings is not None:
                 timings.update(total)
             return out
-        from ..io import to_tensor_image
+        from ..io import as_image
 
+        _check_placement_options(kernel_size, density, target_count)
         device = next(self.parameters()).device
-        x = image if isinstance(image, Tensor) and image.ndim == 3 and image.shape[0] == 3 else to_tensor_image(image)
-        x = x.to(device, torch.float32)
+        x = as_image(image).to(device, torch.float32)
         size = tuple(x.shape[-2:])
         t = {}
         tic = _tic(device)
@@ -156,9 +160,9 @@ class Generator(nn.Module):
 
     def ppm(self, image) -> Tensor:
         """The position probability map (H, W) in [0, 1] for one image, without placing anything."""
-        from ..io import to_tensor_image
+        from ..io import as_image
 
-        x = to_tensor_image(image).to(next(self.parameters()).device)
+        x = as_image(image).to(next(self.parameters()).device, torch.float32)
         with torch.no_grad():
             return self.predict(x[None])[2][0]
 
@@ -186,10 +190,8 @@ class Generator(nn.Module):
                 tensors[k] = v.to(dtype or v.dtype).contiguous()
         meta = {"format": FORMAT_NAME, "version": str(FORMAT_VERSION),
                 "config": json.dumps(self.config.to_dict()), **{k: str(v) for k, v in metadata.items()}}
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(tensors, str(tmp), metadata=meta)
-        tmp.chmod(0o644)  # a file that ships inside the package must be readable by every user
-        tmp.replace(path)
+        with atomic_path(path, mode=0o644) as tmp:  # shipped inside the package: readable by every user
+            save_file(tensors, str(tmp), metadata=meta)
         return path
 
     @classmethod
@@ -200,7 +202,7 @@ class Generator(nn.Module):
 
         path = Path(path) if path is not None else WEIGHTS
         if not path.is_file():
-            raise GilabError(f"no generator weights at {path}: train them with `python -m gilab.generator.train` "
+            raise GilabError(f"no generator weights at {path}: train them with `gilab train-generator` "
                              "(see gilab/weights/MODEL_CARD.md) or pass the path of a .safetensors file")
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta = f.metadata() or {}
@@ -217,6 +219,18 @@ class Generator(nn.Module):
 
 
 INT8_SCALE = ".int8_scale"
+
+
+def _check_placement_options(kernel_size, density, target_count):
+    """The generator's placement options, checked before the network runs (one line each, ArgumentError)."""
+    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1:
+        raise ArgumentError(f"kernel_size must be an integer >= 1 (pixels), got {kernel_size!r}")
+    if isinstance(density, bool) or not isinstance(density, (int, float)) or not (math.isfinite(density)
+                                                                                  and density > 0):
+        raise ArgumentError(f"density must be a positive finite number, got {density!r}")
+    if target_count is not None and (isinstance(target_count, bool) or not isinstance(target_count, int)
+                                     or target_count < MIN_TARGET_COUNT):
+        raise ArgumentError(f"target_count must be an integer >= {MIN_TARGET_COUNT}, got {target_count!r}")
 
 
 def _quantize_int8(weight: Tensor) -> tuple[Tensor, Tensor]:

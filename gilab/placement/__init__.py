@@ -11,7 +11,8 @@ One idea per module:
 - ``ellipses``     the least-squares ellipse of each triangle (closed form, differentiable)
 - ``place``        ellipses -> Gaussians (colours from the image), ``place()``, the count control
 - ``quadtree``     the quad-tree init (cells -> centres -> the same triangles-to-Gaussians chain)
-- ``pseudo_ppm``   the PPM that fitted Gaussians imply (the generator's training target)
+- ``pseudo_ppm``   the PPM that fitted Gaussians imply (the generator's training target, made in
+                   ``gilab.training.targets``)
 """
 
 from .dither import cell_centres, dither, floyd_steinberg, pool_cells
@@ -28,7 +29,7 @@ from .place import (
     sample_colors,
     saturating_density,
 )
-from .pseudo_ppm import ppm_from_image, pseudo_ppm
+from .pseudo_ppm import pseudo_ppm
 from .quadtree import gaussian_blur, quadtree_cells, quadtree_init, uniformity_threshold
 from .triangulate import Triangulation, boundary_points, mean_nn_distance, triangulate
 
@@ -50,7 +51,6 @@ __all__ = [
     "place",
     "place_steps",
     "pool_cells",
-    "ppm_from_image",
     "pseudo_ppm",
     "quadtree_cells",
     "quadtree_init",

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..errors import ArgumentError
 from ..gaussians import Gaussians2D, pixels_to_ndc
 from .dither import dither, pool_cells
 from .ellipses import fit_ellipses
@@ -160,7 +161,7 @@ def hit_count(build: Callable[[float], Gaussians2D], estimate: Callable[[float],
     estimate missed by. Raises ValueError, with the reachable range, when no x gets close enough.
     """
     if target < 1:
-        raise ValueError(f"target_count must be >= 1, got {target}")
+        raise ArgumentError(f"target_count must be >= 1, got {target}")
     goal, best, tried = float(target), None, set()
     for _ in range(attempts):
         x = bisect_geometric(estimate, goal, low, high, increasing, rtol / 4)
@@ -174,8 +175,8 @@ def hit_count(build: Callable[[float], Gaussians2D], estimate: Callable[[float],
             return result
         goal *= target / max(len(result), 1)
     side = "at most" if len(best) < target else "at least"
-    raise ValueError(f"target_count={target:,} is out of reach for {what}: it gives {side} about {len(best):,} "
-                     f"Gaussians here (tolerance {rtol:.0%})")
+    raise ArgumentError(f"target_count={target:,} is out of reach for {what}: it gives {side} about {len(best):,} "
+                        f"Gaussians here (tolerance {rtol:.0%})")
 
 
 def bisect_geometric(estimate: Callable[[float], float], goal: float, low: float, high: float,

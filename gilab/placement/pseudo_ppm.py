@@ -1,7 +1,8 @@
 """Pseudo-PPM: the position probability map a fitted set of Gaussians implies (DESIGN.md 4.9).
 
     ppm = pseudo_ppm(gaussians, height, width)     # (H, W) in [0, 1]
-    ppm = ppm_from_image(image, iters=300)         # quad-tree init + a short fit + pseudo_ppm
+
+(``gilab.training.targets.ppm_from_image`` fits an image first, then calls this.)
 
 This is the training target of the generator's position field: where a GaussianImage fit put many
 Gaussians, the map is bright. Density at a pixel = 10 / sqrt(distance to its k-th nearest Gaussian mean):
@@ -59,36 +60,3 @@ def pseudo_ppm(gaussians: Gaussians2D, height: int, width: int, k: int = NEIGHBO
     distance = np.maximum(kth_neighbour_distance(means, height, width, k), MIN_DISTANCE)
     density = 10.0 / np.sqrt(distance)
     return torch.from_numpy(normalise(density).astype(np.float32))
-
-
-def ppm_from_image(image: Tensor, iters: int = 100, seconds: float | None = None, k: int = NEIGHBOURS,
-                   target_count: int | None = None, param: str = "rs", seed: int = 0,
-                   backend: str = "auto") -> Tensor:
-    """The pseudo-PPM of an image: quad-tree init, a short GaussianImage fit, then :func:`pseudo_ppm`.
-
-    The reference fits 50,000 iterations. The quad-tree start is itself detail-adaptive, so a short fit only
-    refines it (on a BSDS image, 50 iterations move the means by 1.5 px on average and leave the map 0.97
-    correlated with the quad-tree's own); ``iters=0`` gives the quad-tree's map at no fitting cost.
-    Cost: the fit dominates (about 1.5 s per iteration for 14k Gaussians on 481x321 with the ``torch``
-    backend on 2 busy cores), the rest is ~0.5 s.
-
-    Args:
-        image: (3, H, W) in [0, 1].
-        iters, seconds: the fit's budget (whichever ends first).
-        k: see :func:`pseudo_ppm`.
-        target_count: the quad-tree's number of Gaussians (default: the reference thresholds decide).
-        param, seed, backend: passed to :func:`gilab.fit`.
-
-    Returns:
-        (H, W) float32 in [0, 1].
-    """
-    from .quadtree import quadtree_init
-
-    _, height, width = image.shape
-    gaussians = quadtree_init(image, target_count=target_count, seed=seed)
-    if iters > 0 or seconds is not None:
-        from ..fitting import fit
-
-        gaussians = fit(image, init=gaussians, iters=iters, seconds=seconds, param=param, seed=seed,
-                        backend=backend, progress=False).gaussians
-    return pseudo_ppm(gaussians, height, width, k)

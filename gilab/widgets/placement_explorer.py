@@ -42,7 +42,7 @@ class PlacementExplorer:
     Args:
         image: (3, H, W) in [0, 1].
         ppm: (H, W) position probability map in [0, 1] (default: the pseudo-PPM of the quad-tree init,
-            ``gilab.placement.ppm_from_image(image, iters=0)``).
+            the quad-tree start's pseudo-PPM, ``pseudo_ppm(quadtree_init(image), H, W)``).
         kernel_size, density, target_count: the starting values (a ``target_count`` starts in that mode).
         layers: the overlays drawn at the start.
         background: "image", "render" or "PPM".
@@ -69,9 +69,9 @@ class PlacementExplorer:
         self.target = image.detach().float().cpu()
         height, width = self.target.shape[-2:]
         if ppm is None:
-            from ..placement import ppm_from_image
+            from ..placement import pseudo_ppm, quadtree_init
 
-            ppm = ppm_from_image(self.target, iters=0)
+            ppm = pseudo_ppm(quadtree_init(self.target), *self.target.shape[1:])
         if tuple(ppm.shape) != (height, width):
             raise ValueError(f"ppm {tuple(ppm.shape)} must be (H, W) = {(height, width)}")
         self.ppm = ppm.detach().float().cpu().clamp(0, 1)

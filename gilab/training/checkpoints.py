@@ -1,0 +1,91 @@
+"""Training checkpoints, read without pickle, and the export of a checkpoint as shippable weights.
+
+A checkpoint (``<out>/last.pt``, ``best.pt``) holds the model's and optimizer's state dicts, the loop's state,
+the config and the RNG state: tensors and plain Python values only, so it is read with
+``torch.load(weights_only=True)``, which refuses any file that would need to run code to load. A file
+that needs more than that (an old pickled checkpoint, or a crafted one) is refused with one line.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import torch
+
+from ..errors import FileFormatError
+from ..files import atomic_path
+from ..generator import Generator
+from .config import TrainConfig
+
+#: What a checkpoint written by :func:`save_checkpoint` holds.
+CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "state", "config", "rng")
+
+
+def save_checkpoint(path: Path, model: Generator, optimizer, scheduler, state: dict, cfg: TrainConfig):
+    """Write ``path`` atomically: the keys of CHECKPOINT_KEYS, tensors and plain values only."""
+    with atomic_path(path) as tmp:  # an interrupted save keeps the previous checkpoint
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "state": state, "config": cfg.to_dict(),
+                    "rng": torch.get_rng_state()}, tmp)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """A checkpoint's contents, read with ``weights_only=True``: no code in the file ever runs.
+
+    Raises:
+        FileNotFoundError: no such file.
+        FileFormatError: a file that needs pickle to load, a damaged or truncated file, or one that lacks
+            the keys a checkpoint has.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise FileFormatError(
+            f"{path}: refused: loading it would run code from the file (a pickled object), and gilab never "
+            "unpickles files. If you wrote it with an older gilab yourself, re-save it with trusted code: "
+            "torch.save(torch.load(path, weights_only=False), path) holds only tensors and numbers.") from None
+    except Exception as exc:  # noqa: BLE001 (torch reports damaged archives with several error types)
+        detail = " ".join(str(exc).split())[:160] or type(exc).__name__
+        raise FileFormatError(f"{path}: not a readable checkpoint (damaged or truncated? {detail})") from None
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise FileFormatError(f"{path}: not a gilab training checkpoint (missing {', '.join(missing)})")
+    return ckpt
+
+
+def initial_weights(path: Path) -> dict:
+    """The model state dict in a training checkpoint (.pt) or in shipped weights (.safetensors)."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return Generator.from_pretrained(path).state_dict()
+    return load_checkpoint(path)["model"]
+
+
+INT8_MIN_NUMEL = 16_384  # as shipped: smaller tensors (norms, biases, the small heads) stay float16
+
+
+def export(checkpoint: str | Path, to: str | Path, half: bool = False, int8: bool = False,
+           colour_step: bool | None = None, **metadata) -> Path:
+    """Write a checkpoint's model as a shippable safetensors file (config in the metadata; ``half``: float16;
+    ``int8``: float16, and matrices and kernels of 16,384 or more entries as int8 with per-channel scales;
+    ``colour_step``: switch the ISRA colour step on or off in the exported config, default: as trained)."""
+    ckpt = load_checkpoint(checkpoint)
+    cfg = TrainConfig.from_dict(ckpt["config"])
+    if colour_step is not None:
+        cfg.model.colour_step = colour_step
+    model = Generator(cfg.model)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:  # weights of another architecture
+        raise FileFormatError(f"{checkpoint}: its weights do not fit its own config "
+                              f"({' '.join(str(exc).split())[:160]})") from None
+    st = ckpt["state"]
+    meta = {"step": st.get("step"), "epoch": st.get("epoch"), "val_psnr": st.get("val_psnr"),
+            "val_n": st.get("val_n"), **metadata}
+    return model.save_pretrained(to, dtype=torch.float16 if half or int8 else None,
+                                 int8_min_numel=INT8_MIN_NUMEL if int8 else None,
+                                 **{k: v for k, v in meta.items() if v is not None})
