@@ -24,7 +24,10 @@ def main(argv: list[str] | None = None) -> int:
     command = "gilab"
     try:
         parser = build_parser()
-        args = parser.parse_args(argv)
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # --help (0), or a usage mistake already printed as one line (2)
+            return exc.code if isinstance(exc.code, int) else 2
         if not hasattr(args, "run"):
             parser.print_help()
             return 2

@@ -197,6 +197,14 @@ def _store(path: Path, data: bytes) -> str:
     return digest
 
 
+def _verify(contents: dict[str, bytes], sums: dict[str, str], source: str):
+    """Raise DataError naming the first file of ``contents`` whose sha256 differs from ``sums`` (where listed)."""
+    for rel, data in sorted(contents.items()):
+        if rel in sums and hashlib.sha256(data).hexdigest() != sums[rel]:
+            raise DataError(f"{rel} in {source}: sha256 does not match the published file; nothing was written "
+                            "(the download may be corrupt or tampered with: try again)")
+
+
 def _write_manifest(top: Path, new: dict[str, str]):
     """Merge ``new`` sums into top/SHA256SUMS (the `sha256sum -c` format, sorted)."""
     sums = {**_local_sums(top), **new}
@@ -268,14 +276,15 @@ def _fetch_bsds500(base: Path):
         size = archive.stat().st_size
         if size != BSDS500_ARCHIVE_BYTES:
             raise DataError(f"{BSDS500_URL}: downloaded {size:,} bytes, expected {BSDS500_ARCHIVE_BYTES:,}")
-        new = {}
+        contents = {}
         with tarfile.open(archive, "r:gz") as tar:
             for member in tar:  # read members ourselves: only the images, to paths we build (no traversal)
                 match = _BSDS500_MEMBER.match(member.name)
                 if match and member.isfile():
-                    rel = f"{match[1]}/{match[2]}"
-                    new[rel] = _store(top / rel, tar.extractfile(member).read())
-    _write_manifest(top, new)
+                    contents[f"{match[1]}/{match[2]}"] = tar.extractfile(member).read()
+    # Every member is checked before anything is written: a tampered archive never replaces a verified file.
+    _verify(contents, _embedded_sums("bsds500"), f"{BSDS500_URL} (BSR_bsds500.tgz)")
+    _write_manifest(top, {rel: _store(top / rel, data) for rel, data in contents.items()})
 
 
 def bsds500(split: str = "train", root=None, download: bool | None = None) -> list[Path]:

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import ArgumentError, GilabError
+from ..errors import ArgumentError, FileFormatError, GilabError
 from ..files import atomic_path
 from .colour_step import apply_colour_step
 from .config import GeneratorConfig
@@ -204,15 +204,23 @@ class Generator(nn.Module):
         if not path.is_file():
             raise GilabError(f"no generator weights at {path}: train them with `gilab train-generator` "
                              "(see gilab/weights/MODEL_CARD.md) or pass the path of a .safetensors file")
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = f.metadata() or {}
-            state = _dequantize_int8({k: f.get_tensor(k) for k in f.keys()})  # noqa: SIM118 (not a dict)
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                meta = f.metadata() or {}
+                state = _dequantize_int8({k: f.get_tensor(k) for k in f.keys()})  # noqa: SIM118 (not a dict)
+        except Exception as exc:  # noqa: BLE001 (safetensors raises its own error types for damaged headers)
+            raise FileFormatError(f"{path}: not a safetensors weights file ({' '.join(str(exc).split())[:120]})") \
+                from None
         if meta.get("format") != FORMAT_NAME:
-            raise GilabError(f"{path}: not gilab generator weights (format={meta.get('format')!r})")
-        if int(meta.get("version", 0)) > FORMAT_VERSION:
-            raise GilabError(f"{path}: weights version {meta['version']} is newer than this gilab; upgrade gilab")
-        model = cls(GeneratorConfig.from_dict(json.loads(meta["config"])))
-        model.load_state_dict(state)
+            raise FileFormatError(f"{path}: not gilab generator weights (format={meta.get('format')!r})")
+        if not str(meta.get("version", "")).isdigit() or int(meta["version"]) > FORMAT_VERSION:
+            raise FileFormatError(f"{path}: weights version {meta.get('version')!r} is not one this gilab reads "
+                                  f"(up to {FORMAT_VERSION}); upgrade gilab")
+        try:
+            model = cls(GeneratorConfig.from_dict(json.loads(meta["config"])))
+            model.load_state_dict(state)
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise FileFormatError(f"{path}: damaged generator weights ({' '.join(str(exc).split())[:120]})") from None
         model.metadata = meta
         model.eval()
         return model.to(device) if device is not None else model

@@ -46,8 +46,8 @@ def load_checkpoint(path: str | Path) -> dict:
     except pickle.UnpicklingError:
         raise FileFormatError(
             f"{path}: refused: loading it would run code from the file (a pickled object), and gilab never "
-            "unpickles files. If you wrote it with an older gilab yourself, re-save it with trusted code: "
-            "torch.save(torch.load(path, weights_only=False), path) holds only tensors and numbers.") from None
+            "unpickles files. If you wrote it yourself with an older gilab, load it once in a Python session you "
+            "trust (torch.load with weights_only off) and torch.save it again as a dict of tensors and numbers.") from None
     except Exception as exc:  # noqa: BLE001 (torch reports damaged archives with several error types)
         detail = " ".join(str(exc).split())[:160] or type(exc).__name__
         raise FileFormatError(f"{path}: not a readable checkpoint (damaged or truncated? {detail})") from None
