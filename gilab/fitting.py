@@ -1,4 +1,4 @@
-"""The fine-tuner: fit Gaussians to one image with GaussianImage's recipe (DESIGN.md section 3).
+"""The fine-tuner: fit Gaussians to one image with GaussianImage's recipe (docs/method.md, section 3).
 
     result = gilab.fit(image, n=10_000, iters=300)          # random start, as GaussianImage
     result = gilab.fit(image, init=gaussians, seconds=10)   # any start: quad-tree, network, a file
@@ -27,12 +27,16 @@ from torch import Tensor, nn
 
 from .errors import ArgumentError
 from .gaussians import Gaussians2D, ndc_to_pixels, pixels_to_ndc
+from .io import as_image
 from .render import rasterize
 from .starts import CHOLESKY_BOUND, SCALE_BOUND, STARTS, make_start, random_gaussians
 
 __all__ = ["FitHistory", "FitResult", "FitState", "GaussianImageModel", "fit", "random_gaussians"]
 
 DEFAULT_ITERS = 1000
+#: On CUDA, losses are read back to the host this many steps at a time (each read stalls the GPU's queue).
+CUDA_READ_EVERY = 50
+CPU_READ_EVERY = 1
 #: Thinnest standard deviation a start may have, pixels: thinner (or zero) covariances make infinite conics.
 MIN_START_STD = 1e-2
 
@@ -205,9 +209,8 @@ def fit(image, init="random", *, n: int | None = None, iters: int | None = None,
         ArgumentError: a budget, count, learning rate or option out of range (checked before any work).
         NonFiniteError: a start with NaN or infinite parameters.
     """
+    _adan([])  # imports pytorch-optimizer (about a second, once per process) before the clock starts
     start = time.perf_counter()
-    from .io import as_image
-
     target = as_image(image)
     _, height, width = target.shape
     iters, seconds = _check_options(init, n, iters, seconds, param, lr, lr_step, blend, min_scale, callback_every)
@@ -231,20 +234,26 @@ def fit(image, init="random", *, n: int | None = None, iters: int | None = None,
         current = render_clamped()
         history.append(0, elapsed(), torch.mean((current - target) ** 2).item())
     init_time = elapsed()
-    last_good = [p.detach().clone() for p in model.parameters()]  # the parameters whose loss was finite
+    # Reading a loss back to the host stalls a GPU's queue, so on CUDA the losses (and the NaN check) are read
+    # CUDA_READ_EVERY steps at a time; on the CPU, every step. ``last_good`` holds the parameters of row
+    # ``good_row``, the latest whose loss was read and found finite: a divergence rolls back to it.
+    read_every = CUDA_READ_EVERY if target.device.type == "cuda" and callback is None else CPU_READ_EVERY
+    pending: list[tuple[int, Tensor]] = []  # (history row, its loss on the device), not yet read
+    last_good, good_row = [p.detach().clone() for p in model.parameters()], 0
     bar = _progress_bar(iters, seconds, progress)
     iteration, interrupted, diverged = 0, False, False
     try:
         while (iters is None or iteration < iters) and (seconds is None or elapsed() < seconds):
             current = render_clamped()
-            loss = torch.mean((current - target) ** 2)
-            value = loss.item()
-            history.set_loss(-1, value)  # row k: the parameters after k steps, rendered in step k + 1
-            if not math.isfinite(value):
-                diverged = True
-                break
-            for good, p in zip(last_good, model.parameters()):
-                good.copy_(p.detach())
+            loss = torch.mean((current - target) ** 2)  # row k: the parameters after k steps
+            pending.append((iteration, loss.detach()))
+            if len(pending) >= read_every:
+                if _read_losses(history, pending) is not None:
+                    diverged = True
+                    break
+                for good, p in zip(last_good, model.parameters()):
+                    good.copy_(p.detach())
+                good_row = iteration
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -261,8 +270,10 @@ def fit(image, init="random", *, n: int | None = None, iters: int | None = None,
         interrupted = True
     finally:
         bar.close()
+    if pending and _read_losses(history, pending) is not None:
+        diverged = True
     if diverged:  # step back to the last parameters that rendered to a finite loss
-        iteration = _roll_back(model, last_good, history, iteration)
+        iteration = _roll_back(model, last_good, history, good_row)
     with torch.no_grad():
         final = render_clamped()
         history.set_loss(-1, torch.mean((final - target) ** 2).item())
@@ -335,27 +346,42 @@ def _repaired(start: Gaussians2D) -> Gaussians2D:
     return start._with(scales=start.scales.abs().clamp(min=MIN_START_STD))
 
 
-def _roll_back(model: GaussianImageModel, last_good: list[Tensor], history: FitHistory, iteration: int) -> int:
-    """Restore the last finite parameters (those of the previous step) and drop the history rows after them."""
-    bad = history.loss[-1]
+def _read_losses(history: FitHistory, pending: list[tuple[int, Tensor]]) -> int | None:
+    """Copy the pending losses into their history rows (one host transfer) and empty the list; returns the
+    first row whose loss is not finite, or None."""
+    values = torch.stack([loss for _, loss in pending]).tolist()
+    bad = None
+    for (row, _), value in zip(pending, values):
+        history.set_loss(row, value)
+        if bad is None and not math.isfinite(value):
+            bad = row
+    pending.clear()
+    return bad
+
+
+def _roll_back(model: GaussianImageModel, last_good: list[Tensor], history: FitHistory, good_row: int) -> int:
+    """Restore the parameters of ``good_row`` (the last with a finite loss), drop the history after it, warn;
+    returns the iteration count the result now has."""
+    bad = next((loss for loss in history.loss[good_row + 1:] if not math.isfinite(loss)), math.nan)
     with torch.no_grad():
         for good, p in zip(last_good, model.parameters()):
             p.copy_(good)
-    if iteration > 0:
-        for column in history.to_dict().values():
-            column.pop()
-        iteration -= 1
-    warnings.warn(f"the fit diverged (loss {bad}) at iteration {iteration + 1}: stopped, and kept the "
-                  f"Gaussians of iteration {iteration}; try a smaller learning rate", stacklevel=3)
-    return iteration
+    for column in history.to_dict().values():
+        del column[good_row + 1:]
+    warnings.warn(f"the fit diverged (loss {bad}) after iteration {good_row}: stopped, and kept the Gaussians of "
+                  f"iteration {good_row}; try a smaller learning rate", stacklevel=3)
+    return good_row
 
 
-def _adan(params, lr: float):
-    # pytorch-optimizer's Adan matches the official sail-sg/Adan update to 1 ulp (tests/test_fit.py checks
-    # it against the published equations); adan-pytorch does not.
+def _adan(params, lr: float = 1e-3):
+    """GaussianImage's optimiser (None for an empty parameter list, which only imports it).
+
+    pytorch-optimizer's Adan matches the official sail-sg/Adan update to 1 ulp (tests/test_fit.py checks it
+    against the published equations); adan-pytorch does not."""
     from pytorch_optimizer import Adan
 
-    return Adan(params, lr=lr, betas=(0.98, 0.92, 0.99), eps=1e-8, weight_decay=0.0)
+    params = list(params)
+    return Adan(params, lr=lr, betas=(0.98, 0.92, 0.99), eps=1e-8, weight_decay=0.0) if params else None
 
 
 def _progress_bar(iters, seconds, enabled):

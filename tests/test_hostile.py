@@ -530,3 +530,24 @@ def test_pickle_module_is_not_needed_to_read_anything():
     pickle.loads(pickle.dumps(Marker()))
     assert marker.exists()
     marker.unlink()
+
+
+def test_losses_read_in_batches_give_the_same_history_and_roll_back_further(monkeypatch):
+    """What CUDA does (read the losses every CUDA_READ_EVERY steps), checked on the CPU."""
+    import gilab.fitting
+
+    image = smooth_image()
+    every_step = gilab.fit(image, n=30, iters=12, progress=False)
+    monkeypatch.setattr(gilab.fitting, "CPU_READ_EVERY", 7)
+    batched = gilab.fit(image, n=30, iters=12, progress=False)
+    assert batched.history.loss == every_step.history.loss
+
+    def poison(state):
+        if state.iteration == 5:
+            with torch.no_grad():
+                state.model.colors[0, 0] = float("nan")
+
+    # rows 0-6 are read together at step 7 and row 5 is NaN: the last row known finite before it is row 0
+    with pytest.warns(UserWarning, match="after iteration 0"):
+        result = gilab.fit(image, n=30, iters=20, callback=poison, callback_every=1, progress=False)
+    assert result.diverged and result.iterations == 0 and len(result.history) == 1
