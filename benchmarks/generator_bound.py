@@ -10,7 +10,7 @@ render and one backward pass per iteration. Two bounds per image:
 
 - ``free``: any colour (3 values) per Gaussian;
 - ``factor``: the fields' own degree of freedom, one scalar per Gaussian on the net's colour (Instant-GI's
-  opacity field multiplies the RGB sampled at the mean by a factor, DESIGN.md 4.7).
+  opacity field multiplies the RGB sampled at the mean by a factor, docs/method.md, section 4.7).
 
 and ``factor_few``: only the first ``--few`` CGLS steps on the factors, with their time (how far a cheap,
 exact colour fix would go), and ``colour_step``: the generator's own one ISRA step on the factors

@@ -1,4 +1,4 @@
-"""The paper's time-to-quality study on Kodak, then its targets checked (DESIGN.md 3; the issue's numbers).
+"""The paper's time-to-quality study on Kodak, its targets checked (docs/method.md, section 3; the issue's numbers).
 
     python benchmarks/reproduce.py [gilab bench options]      # e.g. --shard 0/2, --limit 4, --summary-only
 

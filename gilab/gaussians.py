@@ -1,6 +1,6 @@
 """A set of 2D Gaussians: the data structure every part of gilab passes around.
 
-Conventions (DESIGN.md section 2):
+Conventions (docs/method.md, section 2):
 
 - ``means``: (N, 2) float, pixels, as (x, y). Pixel (row i, column j) covers
   [j, j+1) x [i, i+1) and is sampled at its centre (j + 0.5, i + 0.5).

@@ -1,4 +1,4 @@
-"""Image quality metrics, computed as GaussianImage and Instant-GI evaluate (DESIGN.md section 3).
+"""Image quality metrics, computed as GaussianImage and Instant-GI evaluate (docs/method.md, section 3.4).
 
     psnr(render, target)      # dB, 10 log10(1 / MSE)
     ms_ssim(render, target)   # pytorch_msssim.ms_ssim(data_range=1, size_average=True)

@@ -251,7 +251,7 @@ def speedups(studies: list[dict], fast: str = "net", slow: str = "random") -> di
     return table
 
 
-# Published numbers, labelled as theirs (DESIGN.md section 4): initialisation only, no fine-tuning, GPU.
+# Published numbers, labelled as theirs (docs/method.md, section 6.1): initialisation only, no fine-tuning, GPU.
 REFERENCE = {
     "kodak": {"n": 42_858, "init_psnr": 29.68, "init_seconds": 0.25, "source": "Instant-GI README (GPU)"},
     "div2k_valid_x2": {"n": 76_985, "init_psnr": 29.67, "init_seconds": 0.43, "source": "Instant-GI README (GPU)"},

@@ -50,7 +50,7 @@ def test_gradcheck(backend, blend, param):
 
 
 def test_dense_model_by_hand():
-    """One Gaussian, one pixel: the numbers of DESIGN.md section 2 computed by hand."""
+    """One Gaussian, one pixel: the numbers of docs/method.md, section 2, computed by hand."""
     g = Gaussians2D.from_cholesky(torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 0.0, 1.0]]),
                                   torch.tensor([[1.0, 0.5, 0.25]]), torch.tensor([0.8]))
     # pixel (0, 0) has centre (0.5, 0.5): d = (-0.5, 0.5), sigma = 0.25, v = 0.8 e^-0.25

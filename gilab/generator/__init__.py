@@ -1,4 +1,4 @@
-"""Instant GaussianImage's generator: one network pass places and shapes the Gaussians (DESIGN.md 4).
+"""Instant GaussianImage's generator: one network pass places and shapes the Gaussians (docs/method.md, section 4).
 
     from gilab.generator import Generator
     gen = Generator.from_pretrained()          # the compact model shipped in gilab/weights/

@@ -1,4 +1,4 @@
-"""Per-triangle features and the three fields that turn each triangle into one Gaussian (DESIGN.md 4.6-4.7).
+"""Per-triangle features and the three fields that turn each triangle into one Gaussian (docs/method.md, 4.6-4.7).
 
     fields = GaussianFields(feat_dim=64, hidden=128)
     out = fields(features, image, mesh)     # one image; mesh = Mesh (triangulation + ellipses)

@@ -6,7 +6,7 @@
     gs = gen([a, b], kernel_size=4, timings=t)        # a list -> a list; t gets seconds per stage
     g = gen(image, colour_step=False)                 # the fields' own colours (as the paper's network)
 
-Stages (DESIGN.md 4): :class:`FeatureNet` (ConvNeXt-UNet + position head, batched, differentiable),
+Stages (docs/method.md, section 4): :class:`FeatureNet` (ConvNeXt-UNet + position head, batched, differentiable),
 :meth:`Generator.mesh` (dithering, Delaunay, ellipses: ``gilab.placement``, NumPy, not differentiable), and
 :class:`GaussianFields` (per-triangle MLPs, differentiable), then, if the config asks for it, the colour step
 (``colour_step.py``: one closed-form ISRA rescaling of the colours, gilab's addition to the paper). Training uses

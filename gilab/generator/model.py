@@ -1,4 +1,4 @@
-"""The feature network: a ConvNeXt encoder and a UNet decoder (DESIGN.md 4.1), plus the position head (4.2).
+"""The feature network: a ConvNeXt encoder and a UNet decoder (docs/method.md, 4.1), plus the position head (4.2).
 
     net = FeatureNet(GeneratorConfig())
     features, ppm_logits = net(images)    # images (B,3,H,W), H and W multiples of config.stride

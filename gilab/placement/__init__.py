@@ -1,4 +1,4 @@
-"""Placement: the non-learned half of Instant GaussianImage, and the quad-tree baseline (DESIGN.md 4.3-4.5, 4.9, 4.10).
+"""Placement: Instant GaussianImage's non-learned half, and the quad-tree baseline (docs/method.md, 4.3-4.5, 5.3-5.4).
 
     ppm -> dither -> points -> triangulate -> triangles -> fit_ellipses -> Gaussians
     g = gilab.placement.place(ppm, image, kernel_size=3)          # from a position probability map

@@ -1,4 +1,4 @@
-"""Dithering: a position probability map (PPM) -> points, one per marked k x k cell (DESIGN.md 4.3).
+"""Dithering: a position probability map (PPM) -> points, one per marked k x k cell (docs/method.md, section 4.3).
 
     points = dither(ppm, kernel_size=3, density=1.0)     # (M, 2) pixels (x, y)
 
@@ -71,7 +71,7 @@ def floyd_steinberg(values: np.ndarray) -> np.ndarray:
     Float error, threshold 0.5 (a corrected value >= 0.5 is marked), weights 7/16 right, 3/16 below-left,
     5/16 below, 1/16 below-right, left to right on every row. Over a region the number of marked cells
     follows the sum of the values. (Pillow's ``convert("1")`` is an integer variant that differs on
-    12-26 % of cells; see notes/generator-and-placement.md.)
+    12-26 % of cells; see docs/method.md, section 4.3.)
     """
     values = np.array(values, dtype=np.float64, order="C", copy=True)  # the loop writes the error into it
     if values.ndim != 2:

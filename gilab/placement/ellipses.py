@@ -1,4 +1,4 @@
-"""Ellipses: one per triangle, the shape its Gaussian starts from (DESIGN.md 4.5).
+"""Ellipses: one per triangle, the shape its Gaussian starts from (docs/method.md, section 4.5).
 
     centres, axes, angles = fit_ellipses(triangles)     # (T, 2) px, (T, 2) semi-axes px, (T,) radians
 

@@ -1,4 +1,4 @@
-"""Placement: PPM -> points -> triangles -> ellipses -> Gaussians, and the count control (DESIGN.md 4.3-4.5).
+"""Placement: PPM -> points -> triangles -> ellipses -> Gaussians, and the count control (docs/method.md, 4.3-4.5).
 
     g = place(ppm, image, kernel_size=3)               # N follows the PPM's mass
     g = place(ppm, image, target_count=20_000)         # N within 2 % of 20,000

@@ -1,4 +1,4 @@
-"""Pseudo-PPM: the position probability map a fitted set of Gaussians implies (DESIGN.md 4.9).
+"""Pseudo-PPM: the position probability map a fitted set of Gaussians implies (docs/method.md, section 5.3).
 
     ppm = pseudo_ppm(gaussians, height, width)     # (H, W) in [0, 1]
 

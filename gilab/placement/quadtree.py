@@ -1,4 +1,4 @@
-"""Quad-tree init: a non-learned start for GaussianImage, the reference's baseline (DESIGN.md 4.10).
+"""Quad-tree init: a non-learned start for GaussianImage, the reference's baseline (docs/method.md, section 5.4).
 
     g = quadtree_init(image)                          # N adapts to the image's detail
     g = quadtree_init(image, target_count=20_000)     # N within 2 % of 20,000
@@ -16,7 +16,7 @@ Where gilab differs from the reference code (on purpose):
   cell only over its part inside the image, and drop the cells wholly outside.
 * The reference also tries to keep half-cells (left/right, top/bottom pairs) before splitting into four,
   and adds extra round Gaussians at vertices with a large surrounding area. We keep the plain four-way
-  split of DESIGN.md and no extra Gaussians; ``target_count`` is the control over N.
+  split of docs/method.md (section 5.4) and no extra Gaussians; ``target_count`` is the control over N.
 * The reference triangulates the cell centres with the 4 image corners only. Its triangles along the
   border then fan out from the corners: they are thin (dropped by the axis-ratio rule, so a strip half a
   cell wide along every edge gets no Gaussian) and, jittered, often flat in exact coordinates, which sends

@@ -1,4 +1,4 @@
-"""Triangulation: points -> Delaunay triangles that tile the whole image (DESIGN.md 4.4).
+"""Triangulation: points -> Delaunay triangles that tile the whole image (docs/method.md, section 4.4).
 
     tri = triangulate(points, height, width)      # tri.triangles (T, 3, 2), tri.neighbors (T, 3)
 

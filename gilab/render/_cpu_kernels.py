@@ -404,7 +404,7 @@ def forward_alpha(means, conics, colors, opacities, level2, rows, band_start, ba
 
 # -------------------------------------------------------------------------------------------- backward
 # Per Gaussian the backward pass accumulates nine sums, in float64; the gradients follow from them in
-# gilab.render.cpu._gradients_from_sums. With s = dL/dsigma at a pixel and (dx, dy) = pixel - mean:
+# gradients_from_sums (below). With s = dL/dsigma at a pixel and (dx, dy) = pixel - mean:
 #   0-2: sum w dL/dC_k (colour gradients)    3: S = sum s    4: sum s dx    5: sum s dy
 #   6: sum s dx^2    7: sum s dx dy    8: sum s dy^2
 N_SUMS = 9

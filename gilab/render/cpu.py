@@ -1,6 +1,6 @@
 """The ``cpu`` backend: fused numba kernels on every CPU core, the fast path without a GPU.
 
-The model is exactly the dense reference's (:mod:`gilab.render.dense`, DESIGN.md section 2): pixel centres at
+The model is exactly the dense reference's (:mod:`gilab.render.dense`, docs/method.md, section 2): pixel centres at
 (j + 0.5, i + 0.5), sigma = 1/2 d^T Q d, v = o exp(-sigma) with contributions below 1/255 exactly zero;
 sum blending C = sum_i c_i min(1, v_i); alpha blending front to back in index order with gsplat's stopping rule.
 Only pixels inside each Gaussian's cutoff ellipse are visited (exact row spans), and there every pixel takes the

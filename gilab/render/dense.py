@@ -1,6 +1,6 @@
 """The ``dense`` backend: every pixel against every Gaussian, in plain PyTorch.
 
-This is the rendering model of DESIGN.md section 2 written as directly as it can be,
+This is the rendering model of docs/method.md, section 2, written as directly as it can be,
 and the reference every fast backend is tested against. It holds an (H*W, N) tensor
 per intermediate, so it refuses work above ``max_evaluations`` pixel-Gaussian pairs.
 

@@ -1,7 +1,7 @@
 """The ``gsplat`` backend: gsplat 1.5.3's CUDA tile rasterizer, alpha blending only.
 
 gsplat composites 2D Gaussians front to back in 16x16-pixel tiles with exactly our alpha model
-(DESIGN.md section 2): alpha = min(0.999, o exp(-sigma)), contributions below 1/255 skipped, a Gaussian whose
+(docs/method.md, section 2.5): alpha = min(0.999, o exp(-sigma)), contributions below 1/255 skipped, a Gaussian whose
 T_{i+1} would be <= 1e-4 ends the pixel, pixel centres at (j + 0.5, i + 0.5), conics packed (a, b, c). We call its
 three stages directly with our 2D means, conics, colours and opacities (no camera, no projection):
 

@@ -1,4 +1,4 @@
-"""Training the generator: targets, data, loss, loop, checkpoints, export (docs/method.md, "Training").
+"""Training the generator: targets, data, loss, loop, checkpoints, export (docs/method.md, section 5).
 
     gilab prepare-ppm $GILAB_DATA/train/bsds500/train $GILAB_DATA/train/bsds500/val --out cache/ppm
     gilab train-generator --ppm-dir cache/ppm --out cache/run1 --epochs 30

@@ -1,4 +1,4 @@
-"""The generator's training loss: L = L_ppm + L_rec + L_scale (docs/method.md, "Training the generator").
+"""The generator's training loss: L = L_ppm + L_rec + L_scale (docs/method.md, section 5.1).
 
   L_ppm   focal MSE (1 - e^-|e|)^2 e^2 between the predicted PPM and the pseudo-PPM,
   L_rec   0.7 weighted MSE + 0.3 weighted (1 - SSIM) of the clamped sum-blend render, weight =
