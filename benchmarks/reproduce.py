@@ -1,8 +1,8 @@
 """The paper's time-to-quality study on Kodak, its targets checked (docs/method.md, section 3; the issue's numbers).
 
-    python benchmarks/reproduce.py [gilab bench options]      # e.g. --shard 0/2, --limit 4, --summary-only
+    python benchmarks/reproduce.py [gilab study options]      # e.g. --shard 0/2, --limit 4, --summary-only
 
-Runs ``gilab bench`` (resumable: finished images are not run again; defaults: budgets 2 5 10 30 60 s,
+Runs ``gilab study`` (resumable: finished images are not run again; defaults: budgets 2 5 10 30 60 s,
 results in out/study, tables and figures in figures/study), then reads the per-image results back and says
 whether the network start is ahead of the random one at every budget on every image, and whether the median
 speed-up at B = 5 s is at least 10x. Writes ``<figures>/targets.json``. About 75 minutes on 2 cores for all 24
@@ -21,7 +21,7 @@ SPEEDUP_BUDGET, SPEEDUP_TARGET = 5.0, 10.0
 
 
 def check(studies: list[dict]) -> dict:
-    from gilab.reproduce import psnr_at, speedups
+    from gilab.study import psnr_at, speedups
 
     budgets = sorted({sn["budget"] for s in studies for r in s["runs"] for sn in r["snapshots"]})
     behind = [(s["image"], b) for s in studies for b in budgets
@@ -47,14 +47,14 @@ def _run(study: dict, init: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     import gilab  # noqa: F401  (first: the OpenMP wait policy)
     from gilab.cli import main as gilab_main
-    from gilab.reproduce import load_runs
+    from gilab.study import load_runs
 
     argv = list(sys.argv[1:] if argv is None else argv)
     known = argparse.ArgumentParser(add_help=False)
     known.add_argument("--out", type=Path, default=Path("out/study"))
     known.add_argument("--figures", type=Path, default=Path("figures/study"))
     paths, _ = known.parse_known_args(argv)
-    status = gilab_main(["bench", *argv])
+    status = gilab_main(["study", *argv])
     if status:
         return status
     studies = load_runs(paths.out)

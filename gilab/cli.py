@@ -1,4 +1,4 @@
-"""The ``gilab`` command line: fit, render, demo, bench, download, prepare-ppm, train-generator.
+"""The ``gilab`` command line: fit, render, demo, study, download, compress, decompress, prepare-ppm, train-generator.
 
 User mistakes (a bad image, a missing file, an impossible option, a damaged file) end with one line on
 stderr and exit status 2, never a traceback, and are caught before long work starts. This is the only module
@@ -81,15 +81,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=DEMO_OUT, help="output folder (default: out/demo)")
     p.set_defaults(run=run_demo)
 
-    p = sub.add_parser("bench", help="the paper's time-to-quality study (net vs quad-tree vs random)",
+    p = sub.add_parser("study", aliases=["bench"], help="the paper's claim measured: net vs quad-tree vs random",
                        description="For every image: the generator sets N, each start (net, quadtree, random) is "
-                       "fine-tuned at that N, PSNR and MS-SSIM are logged against time. Resumable; shard with "
-                       "--shard i/n. Then writes the tables and figures.")
+                       "fine-tuned at that N with one recipe (--param), and PSNR and MS-SSIM are logged against "
+                       "time (--budgets) or iterations (--iters K). Resumable (results are keyed by the whole "
+                       "configuration: another one needs another --out); shard with --shard i/n. Then writes the "
+                       "tables and figures. (`gilab bench` is the old name.)")
     p.add_argument("--dataset", default="kodak", choices=["kodak", "div2k_valid_x2"])
     p.add_argument("--images", type=Path, default=None, help="a folder of images instead of --dataset")
     p.add_argument("--budgets", type=float, nargs="+", default=[2, 5, 10, 30, 60], help="seconds, init included")
+    p.add_argument("--slow-factor", type=float, default=1.0,
+                   help="time mode: quadtree and random run this multiple of the largest budget, so that their "
+                        "catching up is measured rather than bounded (default 1)")
+    p.add_argument("--iters", type=int, default=None, metavar="K",
+                   help="iteration mode: every start runs K iterations (budgets unused); speed-ups at milestones")
     p.add_argument("--inits", nargs="+", default=["net", "quadtree", "random"], choices=["net", "quadtree", "random"])
-    p.add_argument("--param", choices=["cholesky", "rs"], default="cholesky")
+    p.add_argument("--param", choices=["cholesky", "rs"], default="cholesky",
+                   help="the fine-tuning recipe: cholesky (GaussianImage) or rs (Instant-GI's code)")
     p.add_argument("--limit", type=int, default=None, help="only the first LIMIT images")
     p.add_argument("--shard", default="0/1", help="i/n: this process takes every n-th image from the i-th")
     p.add_argument("--out", type=Path, default=Path("out/study"), help="per-image results (resumable)")
@@ -97,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where tables, figures and a copy of the per-image results go")
     p.add_argument("--visual", nargs="*", default=["kodim05", "kodim23"], help="images for the visual grid")
     p.add_argument("--summary-only", action="store_true", help="only rebuild tables and figures from --out")
-    p.set_defaults(run=run_bench)
+    p.set_defaults(run=run_study)
 
     p = sub.add_parser("download", help="download and verify a dataset",
                        description="Download a dataset from its official site into GILAB_DATA (or --root) and "
@@ -106,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", type=Path, default=None, help="data folder (default: $GILAB_DATA or a cache folder)")
     p.set_defaults(run=run_download)
 
+    _add_codec(sub)
     _add_prepare_ppm(sub)
     _add_train_generator(sub)
     return parser
@@ -205,11 +214,16 @@ def run_demo(args) -> int:
     return run_fit(args, image=io.default_image(), name="demo")
 
 
-def run_bench(args) -> int:
-    from . import datasets, reproduce
+def run_study(args) -> int:
+    from . import datasets
+    from .study import StudyConfig, run_study, summarise
 
     if any(not (math.isfinite(b) and b > 0) for b in args.budgets):
         raise GilabError(f"--budgets must be positive seconds, got {' '.join(f'{b:g}' for b in args.budgets)}")
+    if not (math.isfinite(args.slow_factor) and args.slow_factor >= 1):
+        raise GilabError(f"--slow-factor must be at least 1, got {args.slow_factor:g}")
+    if args.iters is not None and args.iters < 1:
+        raise GilabError(f"--iters must be at least 1, got {args.iters}")
     if args.limit is not None and args.limit < 1:
         raise GilabError(f"--limit must be at least 1, got {args.limit}")
     images = list_images(args.images) if args.images is not None else getattr(datasets, args.dataset)()
@@ -217,14 +231,15 @@ def run_bench(args) -> int:
         raise GilabError(f"{args.images}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
     images = images[:args.limit] if args.limit else images
     index, count = distributed_shard(*parse_shard(args.shard))
-    config = reproduce.StudyConfig(budgets=tuple(sorted(args.budgets)), inits=tuple(args.inits), param=args.param)
+    config = StudyConfig(budgets=tuple(sorted(args.budgets)), inits=tuple(args.inits), param=args.param,
+                         slow_factor=args.slow_factor, iterations=args.iters)
     if not args.summary_only:
-        reproduce.run_study(images, args.out, config, shard=(index, count))
+        run_study(images, args.out, config, shard=(index, count))
     if index == 0:
         visual = [v for v in args.visual if any(p.stem == v for p in images)
                   and (args.out / "runs" / f"{v}.json").exists()]
         label = args.dataset if args.images is None else args.images.name
-        for name, path in reproduce.summarise(args.out, args.figures, images, label, tuple(visual)).items():
+        for name, path in summarise(args.out, args.figures, images, label, tuple(visual)).items():
             print(f"{name}: {path}")
     return 0
 
@@ -235,6 +250,76 @@ def run_download(args) -> int:
     paths = datasets.download(args.name, root=args.root)
     print(f"{args.name}: {len(paths)} files verified in {Path(paths[0]).parent if paths else args.root}")
     return 0
+
+
+# ------------------------------------------------------------------ compression
+def _add_codec(sub):
+    p = sub.add_parser("compress", help="compress an image into a .gic file of quantised Gaussians",
+                       description="Fit Gaussians to IMAGE at a target rate, quantise them (quantisation-aware "
+                       "fine-tuning), entropy-code them into a .gic file, and report bpp, PSNR, MS-SSIM and time.")
+    p.add_argument("image", help="image file (PNG, JPEG, ...)")
+    p.add_argument("--bpp", type=float, default=None, help="target bits per pixel (default 0.3 unless --n)")
+    p.add_argument("--n", type=int, default=None, help="number of Gaussians instead of a target rate")
+    p.add_argument("--bits", type=int, nargs=2, metavar=("POSITION", "COVARIANCE"), default=[12, 6],
+                   help="bits per position axis and per Cholesky factor (default 12 6)")
+    p.add_argument("--rvq", type=int, nargs=2, metavar=("STAGES", "SIZE"), default=[2, 8],
+                   help="colour residual VQ: stages and codewords per stage (default 2 8)")
+    p.add_argument("--init", choices=["net", "random"], default="net", help="where the fit starts (default net)")
+    p.add_argument("--iters", type=int, default=None, help="iteration budget (default 1000)")
+    p.add_argument("--seconds", type=float, default=None, help="or a wall-clock budget, everything included")
+    p.add_argument("--lr", type=float, default=1e-2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backend", default="auto", choices=BACKEND_CHOICES)
+    p.add_argument("-o", "--out", type=Path, default=None, help="output file (default: <image name>.gic)")
+    p.set_defaults(run=run_compress)
+
+    p = sub.add_parser("decompress", help="decode a .gic file to PNG, at any scale",
+                       description="Decode a .gic file written by `gilab compress` and render it to a PNG.")
+    p.add_argument("file", type=Path, help="compressed file (.gic)")
+    p.add_argument("-o", "--out", type=Path, required=True, help="output PNG")
+    p.add_argument("--scale", type=float, default=1.0, help="resolution factor (2 = twice the width and height)")
+    p.add_argument("--backend", default="auto", choices=BACKEND_CHOICES)
+    p.set_defaults(run=run_decompress)
+
+
+def run_compress(args) -> int:
+    from . import io
+    from .codec import CodecSettings, compress
+
+    if args.bpp is not None and args.n is not None:
+        raise GilabError("give --bpp or --n, not both")
+    if args.iters is not None and args.seconds is not None:
+        raise GilabError("give --iters or --seconds, not both")
+    out = args.out if args.out is not None else Path(Path(args.image).stem + ".gic")
+    _check_output_file(out)
+    image = io.load_image(args.image)
+    settings = CodecSettings(*args.bits, *args.rvq)
+    bpp = 0.3 if args.bpp is None and args.n is None else args.bpp
+    result = compress(image, bpp=bpp, n=args.n, init=args.init, seconds=args.seconds, iters=args.iters,
+                      settings=settings, lr=args.lr, seed=args.seed, backend=args.backend)
+    result.save(out)
+    print(result.summary())
+    print(f"wrote {out} ({len(result.data):,} bytes, {result.bpp:.4f} bpp, PSNR {result.psnr:.2f} dB, "
+          f"MS-SSIM {result.ms_ssim:.4f}, {result.seconds:.1f} s)")
+    return 0
+
+
+def run_decompress(args) -> int:
+    from . import io
+    from .codec import decompress
+
+    _check_output_file(args.out)
+    image = decompress(args.file, scale=args.scale, backend=args.backend)
+    io.save_image(image, args.out)
+    print(f"wrote {args.out} ({image.shape[2]}x{image.shape[1]} px)")
+    return 0
+
+
+def _check_output_file(out: Path):
+    """Refuse, before any work, an output file that is a folder or sits under a file."""
+    if out.is_dir():
+        raise GilabError(f"--out {out} is a folder; give a file name")
+    _check_output_folder(out.parent)
 
 
 # ------------------------------------------------------------ generator training

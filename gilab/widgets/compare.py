@@ -6,14 +6,15 @@
     comparison                                 # (display it): three renders and the PSNR curves, live
     runs = comparison.wait()                   # {start: run record as a dict}, once the three runs have ended
 
-The protocol is the time-to-quality study's (:mod:`gilab.reproduce`): the generator ("net") decides N for the
+The protocol is the time-to-quality study's (:mod:`gilab.study`): the generator ("net") decides N for the
 picture, the quad-tree and random starts are made at that same N, each start is fine-tuned by
-:func:`gilab.fit` with the study's settings (:class:`~gilab.reproduce.StudyConfig`: Adan, lr 1e-3, Cholesky),
-and the clock includes the time spent making the start. The speed-up line is :func:`gilab.reproduce.speedups`:
-the time random needs to reach the PSNR that net has at budget b, divided by b (a lower bound "> x" when random
-never gets there within the run).
+:func:`gilab.fit` with the study's settings (:class:`~gilab.study.StudyConfig`: Adan, lr 1e-3, Cholesky),
+and the clock includes the time spent making the start. The quad-tree and random starts run ``slow_factor``
+(default 4) times the budget, so that the speed-up line (:func:`gilab.study.speedups`: the time random needs to
+reach the PSNR that net has at budget b, divided by b) is a measured number wherever they catch up within their
+run, and a lower bound "> x" only where they do not.
 
-Only difference from :func:`gilab.reproduce.run_one`: the runs report to the screen while they fit. The fit's
+Only difference from :func:`gilab.study.run_one`: the runs report to the screen while they fit. The fit's
 callback just records the curve; a painter thread sends the latest render a few times per second and redraws the
 curves about once a second. It shares the CPU with the fit (a few per cent, the same for every start); the
 notebook's cells use ``run_one`` for their numbers.
@@ -34,7 +35,9 @@ import torch
 from torch import Tensor
 
 from ..errors import ImageError
-from ..reproduce import COLORS, INITS, RunRecord, Snapshot, StudyConfig, make_start, psnr_at, speedups
+from ..plots.study import COLORS
+from ..study import INITS, RunRecord, Snapshot, SnapshotRule, StudyConfig, make_start, psnr_at, speedups
+from ..study.protocol import SLOW_STARTS
 from .common import BackgroundWork, _widgets, image_to_bytes
 
 LABELS = {"net": "net (Instant-GI)", "quadtree": "quad-tree", "random": "random (GaussianImage)"}
@@ -90,7 +93,7 @@ def _warm_up_once():
     global _warmed
     with _warm:
         if not _warmed:
-            from ..reproduce import warm_up
+            from ..study import warm_up
 
             warm_up()
             _warmed = True
@@ -121,8 +124,8 @@ class StartComparison(BackgroundWork):
         curve_interval: the least time between two redraws of the curves during a run, seconds.
         display_side: pictures are shown at about this width (small ones enlarged by a whole factor).
 
-    Attributes for code and tests: ``runs`` ({start: :class:`~gilab.reproduce.RunRecord` as a dict, the
-    format :func:`gilab.reproduce.psnr_at`, ``time_to_reach`` and ``speedups`` read}), ``gaussians``
+    Attributes for code and tests: ``runs`` ({start: :class:`~gilab.study.RunRecord` as a dict, the
+    format :func:`gilab.study.psnr_at`, ``time_to_reach`` and ``speedups`` read}), ``gaussians``
     ({start: the fitted :class:`Gaussians2D`}), ``n`` (the generator's N), ``budget``, ``image`` (the target of
     the last run), ``runs_done``, ``updates`` (screen updates sent), ``summary`` (the speed-up line).
     """
@@ -135,7 +138,7 @@ class StartComparison(BackgroundWork):
         unknown = set(starts) - set(INITS)
         if unknown:
             raise ValueError(f"unknown start(s) {sorted(unknown)}; choose from {', '.join(INITS)}")
-        self.config = config or StudyConfig()
+        self.config = config or StudyConfig(slow_factor=4.0)
         self.fractions = tuple(sorted(float(f) for f in fractions))
         self.max_side, self.display_side = max_side, int(display_side)
         self.min_interval, self.curve_interval = float(min_interval), float(curve_interval)
@@ -359,13 +362,13 @@ class StartComparison(BackgroundWork):
             self._set_running(False)
 
     def _run_one(self, image: Tensor, kind: str, config: StudyConfig, index: int, count: int):
-        """One start, fitted as :func:`gilab.reproduce.run_one` fits it. The fit's callback only records the
+        """One start, fitted as :func:`gilab.study.run_one` fits it. The fit's callback only records the
         curve and hands the latest render to the painter thread, so that drawing does not stall the fit."""
         from ..fitting import fit
         from ..metrics import psnr
         from ..render import render
 
-        budget = config.budgets[-1]
+        budget = config.budgets[-1] * (config.slow_factor if kind in SLOW_STARTS else 1.0)
         self.status.value = f"{LABELS[kind]}: making the start (run {index + 1} of {count})"
         gaussians, init_seconds = make_start(kind, image, self.n, config, self._generator)
         with torch.no_grad():  # shown before the clock of the fit starts: not part of the budget
@@ -374,8 +377,10 @@ class StartComparison(BackgroundWork):
             self._show_render(kind, start_image, len(gaussians), psnr(start_image, image).item(), init_seconds)
         seconds, values = [], []
         self._live = (kind, seconds, values)
+        rule = SnapshotRule(config.budgets, gaussians, init_seconds)  # the study's rule: at or before each budget
 
         def callback(state) -> bool:
+            rule(state)
             seconds.append(state.seconds)
             values.append(state.psnr)
             self._latest = (kind, state.image, len(gaussians), state.psnr, state.seconds, state.iteration,
@@ -390,11 +395,8 @@ class StartComparison(BackgroundWork):
         if self._stop.is_set() and result.seconds < budget:  # ended early: no record of a partial run
             self._draw_curves(extra=(kind, h.seconds, h.psnr))
             return
-        snapshots = []
-        for b in config.budgets:  # the parameters of the last iteration that ended within each budget
-            last_row = max((i for i, t in enumerate(h.seconds) if t <= b), default=None)
-            if last_row is not None:
-                snapshots.append(Snapshot(b, h.seconds[last_row], h.iteration[last_row], h.psnr[last_row]))
+        rule.finish(h.seconds[-1], result.iterations, result.gaussians)
+        snapshots = [Snapshot(b, t, i, h.psnr[i]) for b, (t, i, _) in sorted(rule.kept.items())]
         record = RunRecord(kind, len(gaussians), init_seconds, h.psnr[0], snapshots, list(h.seconds),
                            list(h.psnr), list(h.iteration))
         self.runs[kind] = asdict(record)
@@ -473,7 +475,7 @@ class StartComparison(BackgroundWork):
         if self.budget:
             ax.axvline(self.budget, color="gray", ls="--", lw=0.8)
             if shown:  # two decades: the starts' first iterations and the end of the budget
-                ax.set_xlim(self.budget / 100, self.budget * 1.2)
+                ax.set_xlim(self.budget / 100, self.budget * max(1.0, self.config.slow_factor) * 1.2)
         ax.set_xlabel("time (s, init included)")
         ax.set_ylabel("PSNR (dB)")
         ax.grid(True, alpha=0.3)
@@ -486,7 +488,7 @@ class StartComparison(BackgroundWork):
 
 
 def speedup_line(runs: dict[str, dict], budget: float | None = None) -> str:
-    """One line: :func:`gilab.reproduce.speedups` of net over random (and over the quad-tree) at each snapshot
+    """One line: :func:`gilab.study.speedups` of net over random (and over the quad-tree) at each snapshot
     budget b, e.g. "... b = 0.2 / 0.5 / 2 s: over random > 10.0x / > 4.0x / > 1.0x; over quad-tree 1.8x / ...".
 
     ``runs`` maps start -> run record dict (as :attr:`StartComparison.runs` holds them)."""

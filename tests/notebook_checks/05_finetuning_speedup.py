@@ -1,5 +1,5 @@
 # Run in the kernel after notebooks/05_finetuning_speedup.ipynb (fast mode): what it must have achieved.
-from gilab.reproduce import psnr_at
+from gilab.study import psnr_at
 
 assert set(runs) == {"net", "quadtree", "random"} and runs["net"]["n"] == runs["random"]["n"] == n
 assert abs(runs["quadtree"]["n"] - n) <= 0.05 * n, (runs["quadtree"]["n"], n)  # the quad-tree aims at N
