@@ -14,7 +14,7 @@ export GILAB_DATA
 export OMP_WAIT_POLICY ?= PASSIVE
 PIP_QUIET := 2>&1 | { grep -v -e 'is ignored: it is neither' || true; }
 
-.PHONY: setup demo test test-fast test-gpu lab bench notebooks figures clean
+.PHONY: setup demo test test-fast test-gpu gpu-check lab bench notebooks figures clean
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -34,6 +34,9 @@ test-fast: setup
 
 test-gpu: setup
 	$(BIN)/python -m pytest -q -m gpu
+
+gpu-check:  ## on a CUDA machine: GPU tests, CUDA benchmark rows, one full fit -> figures/ (about 8 min)
+	bash scripts/gpu_check.sh
 
 lab: setup
 	$(BIN)/jupyter lab notebooks/

@@ -2,9 +2,11 @@
 
     python benchmarks/rasterizer.py            # full run (minutes; the torch backend is slow at 200k Gaussians)
     python benchmarks/rasterizer.py --quick    # two small cases, fewer repeats -> figures/rasterizer_quick.*
+    python benchmarks/rasterizer.py --cuda-only  # the CUDA rows alone -> figures/rasterizer_cuda.* (make gpu-check)
 
 Backends: ``torch`` (sparse PyTorch) and ``cpu`` (numba) on the CPU, sum blending (GaussianImage's model, what
-fits use), plus ``cpu`` in alpha blending; with CUDA also ``torch`` on CUDA (sum) and ``gsplat`` (alpha).
+fits use), plus ``cpu`` in alpha blending; with CUDA also ``torch`` and ``triton`` on CUDA (sum) and ``gsplat``
+(alpha).
 gilab makes idle OpenMP threads wait passively (``OMP_WAIT_POLICY=PASSIVE``, set on import unless the user set
 it); the ", spin" rows repeat ``torch`` and ``cpu`` with OMP_WAIT_POLICY=active (see SPIN): on a machine shared
 with other busy processes, spin-waiting can cost more than a small render. Speed-ups compare rows with the same
@@ -228,17 +230,19 @@ DEFAULT = {"OMP_WAIT_POLICY": "passive"}
 SPIN = {"OMP_WAIT_POLICY": "active"}
 
 
-def rows_to_run(cases, cuda: bool):
+def rows_to_run(cases, cuda: bool, cpu: bool = True):
     """(case, backend, device, blend, extra environment) for every row of the table."""
     for case in cases:
         big_footprints = CASES[case][3] != 1.0
-        for env in (DEFAULT, SPIN):
+        for env in (DEFAULT, SPIN) if cpu else ():
             if not big_footprints:
                 yield case, "torch", "cpu", "sum", env
             yield case, "cpu", "cpu", "sum", env
-        yield case, "cpu", "cpu", "alpha", None
+        if cpu:
+            yield case, "cpu", "cpu", "alpha", None
         if cuda:
             yield case, "torch", "cuda", "sum", None
+            yield case, "triton", "cuda", "sum", None
             yield case, "gsplat", "cuda", "alpha", None
 
 
@@ -281,6 +285,15 @@ def print_table(rows):
         print(f"{r['case']:<23} {name:<18} {r['blend']:<5} {r['forward_ms']:>9.1f} {r['forward_backward_ms']:>10.1f} "
               f"{speedup:>13} {geval:>11} {r['peak_mb']:>8.0f} {r['first_s']:>7.2f} {share:>11}")
     print("(x torch, Geval/s and % peak: forward / forward+backward)")
+
+
+def _version(dist: str) -> str | None:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def _label(r) -> str:
@@ -327,6 +340,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="two small cases, fewer repeats")
     parser.add_argument("--repeats", type=int, default=None, help="runs per timing (default 5, quick 3)")
+    parser.add_argument("--cuda-only", action="store_true", help="only the CUDA rows (torch, triton, gsplat)")
     parser.add_argument("--out", type=Path, default=None, help="JSON path (PNG beside it)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -339,17 +353,23 @@ def main():
 
     repeats = args.repeats or (3 if args.quick else 5)
     budget_s = 2.0 if args.quick else 10.0  # stop repeating a slow row once this much time has gone into it
-    out = args.out or ROOT / "figures" / ("rasterizer_quick.json" if args.quick else "rasterizer.json")
+    name = "rasterizer_cuda" if args.cuda_only else "rasterizer"
+    out = args.out or ROOT / "figures" / (f"{name}_quick.json" if args.quick else f"{name}.json")
     cuda = torch.cuda.is_available()
+    if args.cuda_only and not cuda:
+        print("rasterizer.py --cuda-only: needs CUDA (torch.cuda.is_available() is False)", file=sys.stderr)
+        sys.exit(2)
     peak, peak_how = fp32_peak_gflops()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; fp32 peak ~{peak:.0f} GFLOP/s ({peak_how})")
     print(f"numba {numba.__version__}, torch {torch.__version__}, CUDA: {cuda}")
-    compile_s = cold_compile_seconds()
-    print("cold compile of the cpu kernels (empty numba cache, float32, forward+backward): "
-          + ", ".join(f"{k} {v:.1f} s" for k, v in compile_s.items()))
+    compile_s = {} if args.cuda_only else cold_compile_seconds()
+    if compile_s:
+        print("cold compile of the cpu kernels (empty numba cache, float32, forward+backward): "
+              + ", ".join(f"{k} {v:.1f} s" for k, v in compile_s.items()))
 
     rows = []
-    for case, backend, device, blend, env in rows_to_run(QUICK_CASES if args.quick else CASES, cuda):
+    for case, backend, device, blend, env in rows_to_run(QUICK_CASES if args.quick else CASES, cuda,
+                                                         cpu=not args.cuda_only):
         r = {"case": case, "backend": backend, "device": device, "blend": blend, "env": env or {},
              **run_row(case, backend, device, blend, repeats, budget_s, env)}
         rows.append(r)
@@ -362,7 +382,8 @@ def main():
     meta = {"machine": platform.machine(), "cores": os.cpu_count(), "fp32_peak_gflops": peak,
             "fp32_peak_estimate": peak_how, "numba": numba.__version__, "torch": torch.__version__,
             "numba_threading_layer": next((r["threading_layer"] for r in rows if "threading_layer" in r), None),
-            "cuda": cuda, "date": time.strftime("%Y-%m-%d %H:%M"),
+            "cuda": cuda, "cuda_device": torch.cuda.get_device_name() if cuda else None,
+            "torch_cuda": torch.version.cuda, "triton": _version("triton"), "date": time.strftime("%Y-%m-%d %H:%M"),
             "repeats": repeats, "quick": args.quick, "cold_compile_s": compile_s,
             "flops_per_evaluation": {"forward": FLOPS_FORWARD, "backward": FLOPS_BACKWARD},
             "load_average_at_end": os.getloadavg()}

@@ -209,7 +209,7 @@ def fit(image, init="random", *, n: int | None = None, iters: int | None = None,
         ArgumentError: a budget, count, learning rate or option out of range (checked before any work).
         NonFiniteError: a start with NaN or infinite parameters.
     """
-    _adan([])  # imports pytorch-optimizer (about a second, once per process) before the clock starts
+    _adan([torch.zeros(1, requires_grad=True)])  # pytorch-optimizer's first Adan costs ~1 s: before the clock
     start = time.perf_counter()
     target = as_image(image)
     _, height, width = target.shape
@@ -374,14 +374,13 @@ def _roll_back(model: GaussianImageModel, last_good: list[Tensor], history: FitH
 
 
 def _adan(params, lr: float = 1e-3):
-    """GaussianImage's optimiser (None for an empty parameter list, which only imports it).
+    """GaussianImage's optimiser.
 
     pytorch-optimizer's Adan matches the official sail-sg/Adan update to 1 ulp (tests/test_fit.py checks it
     against the published equations); adan-pytorch does not."""
     from pytorch_optimizer import Adan
 
-    params = list(params)
-    return Adan(params, lr=lr, betas=(0.98, 0.92, 0.99), eps=1e-8, weight_decay=0.0) if params else None
+    return Adan(params, lr=lr, betas=(0.98, 0.92, 0.99), eps=1e-8, weight_decay=0.0)
 
 
 def _progress_bar(iters, seconds, enabled):

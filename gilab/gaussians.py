@@ -318,6 +318,14 @@ def ndc_to_pixels(xy: Tensor, height: int, width: int) -> Tensor:
     return (xy + 1) * scale / 2
 
 
+def pixel_centres(height: int, width: int, device=None, dtype=torch.float32) -> Tensor:
+    """(H*W, 2) pixel-centre coordinates (x, y) = (j + 0.5, i + 0.5), row-major: where every backend samples."""
+    ys = torch.arange(height, device=device, dtype=dtype) + 0.5
+    xs = torch.arange(width, device=device, dtype=dtype) + 0.5
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([gx.reshape(-1), gy.reshape(-1)], -1)
+
+
 def cutoff_sigma(opacities: Tensor) -> Tensor:
     """(N,) the largest sigma = 1/2 d^T Q d at which o * exp(-sigma) >= 1/255, i.e. ln(255 o).
 

@@ -280,6 +280,13 @@ def as_image(x, max_pixels: int | None = None) -> Tensor:
     return t.clamp(0, 1) if lo < 0 or hi > 1 else t
 
 
+def to_uint8(image: Tensor) -> np.ndarray:
+    """(3, H, W) float tensor -> (H, W, 3) uint8 array: clamped to [0, 1] (NaN becomes 0) and rounded to the
+    nearest of 256 levels."""
+    t = torch.nan_to_num(image.detach().to("cpu", torch.float32), nan=0.0).clamp(0, 1)
+    return (t * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+
+
 def save_image(image: Tensor, path) -> Path:
     """Write a (3, H, W) image in [0, 1] as an 8-bit file, PNG unless the suffix names another format.
 
@@ -300,8 +307,7 @@ def save_image(image: Tensor, path) -> Path:
         t = t[None]
     if t.ndim != 3 or t.shape[0] not in (1, 3):
         raise ValueError(f"save_image expects a (3, H, W) image, got shape {tuple(t.shape)}")
-    t = torch.nan_to_num(t, nan=0.0).clamp(0, 1).expand(3, -1, -1)
-    array = (t * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+    array = to_uint8(t.expand(3, -1, -1))
     fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG") if path.suffix else "PNG"
     if path.is_dir():
         raise _error(path, "is a directory; give a file name for the image")

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..gaussians import Gaussians2D
+from ..placement.ellipses import triangle_areas
 
 
 @dataclass
@@ -85,8 +86,7 @@ def mlp(sizes: list[int], norm_out: bool = False) -> nn.Sequential:
 def triangle_frame(vertices: Tensor) -> tuple[Tensor, Tensor]:
     """(T, 3, 2) -> centroid (T, 2) and 1 / sqrt(area) (T, 1): a frame in which every triangle has unit area,
     so the fields see shapes, not sizes (near-zero-area slivers at the border are floored at 1e-4 px^2)."""
-    a, b, c = vertices.unbind(1)
-    area = 0.5 * ((b - a)[:, 0] * (c - a)[:, 1] - (b - a)[:, 1] * (c - a)[:, 0]).abs()
+    area = triangle_areas(vertices).abs()
     return vertices.mean(1), area.clamp(min=1e-4).rsqrt()[:, None]
 
 

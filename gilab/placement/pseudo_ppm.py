@@ -16,23 +16,18 @@ import torch
 from scipy.spatial import cKDTree
 from torch import Tensor
 
-from ..gaussians import Gaussians2D
+from ..gaussians import Gaussians2D, pixel_centres
 
 NEIGHBOURS = 10  # the k in "distance to the k-th nearest mean" (reference)
 CLIP_STDS = 3.0  # outliers beyond mean +- 3 std are clipped before normalising
 MIN_DISTANCE = 1e-3  # px; a pixel centre exactly on k means would otherwise give infinite density
 
 
-def pixel_centres(height: int, width: int) -> np.ndarray:
-    """(H W, 2) pixel centres (j + 0.5, i + 0.5), row-major."""
-    ys, xs = np.meshgrid(np.arange(height) + 0.5, np.arange(width) + 0.5, indexing="ij")
-    return np.stack([xs.ravel(), ys.ravel()], 1)
-
-
 def kth_neighbour_distance(means: np.ndarray, height: int, width: int, k: int = NEIGHBOURS) -> np.ndarray:
     """(H, W) distance (px) from every pixel centre to its k-th nearest mean (the last one if fewer than k)."""
     k = min(k, len(means))
-    distances, _ = cKDTree(means).query(pixel_centres(height, width), k=[k], workers=-1)
+    centres = pixel_centres(height, width, dtype=torch.float64).numpy()
+    distances, _ = cKDTree(means).query(centres, k=[k], workers=-1)
     return distances.reshape(height, width)
 
 

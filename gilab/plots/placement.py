@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..gaussians import Gaussians2D
+from .ellipses import as_gaussians, draw_ellipses
 from .fitting import to_numpy_image
 
 __all__ = ["plot_ellipses", "plot_placement", "plot_points", "plot_ppm", "plot_quadtree", "plot_triangulation"]
@@ -80,24 +82,11 @@ def plot_ellipses(image: Tensor, ellipses, ax=None, n_std: float = 1.0, linewidt
     tuple ``(centres (T, 2), semi-axes (T, 2), angles (T,) radians)`` from ``fit_ellipses`` (drawn as is).
     ``max_count`` draws an evenly spaced subset (tens of thousands of outlines are slow to draw).
     """
-    from matplotlib.collections import EllipseCollection
-
-    if hasattr(ellipses, "means"):
-        rs = ellipses.detach().to("cpu").to_scale_rotation()
-        centres, axes, angles = rs.means, rs.scales * n_std, rs.rotations
-        what = f"{len(rs):,} Gaussians ({n_std:g} std)"
-    else:
-        centres, axes, angles = (torch.as_tensor(t).detach().cpu() for t in ellipses)
-        what = f"{len(centres):,} ellipses"
-    if max_count is not None and len(centres) > max_count:
-        keep = torch.linspace(0, len(centres) - 1, max_count).long()
-        centres, axes, angles = centres[keep], axes[keep], angles[keep]
+    g = as_gaussians(ellipses)
+    radius = n_std if isinstance(ellipses, Gaussians2D) else 1.0
+    what = f"{len(g):,} Gaussians ({n_std:g} std)" if isinstance(ellipses, Gaussians2D) else f"{len(g):,} ellipses"
     fig, ax = _canvas(image, ax, title=title if title is not None else what)
-    # units="xy": widths, heights and angles live in data (pixel) coordinates, so y-down is respected
-    ax.add_collection(EllipseCollection(
-        widths=2 * axes[:, 0].numpy(), heights=2 * axes[:, 1].numpy(), angles=np.degrees(angles.numpy()),
-        units="xy", offsets=centres.numpy(), offset_transform=ax.transData,
-        facecolors="none", edgecolors=color, linewidths=linewidth))
+    draw_ellipses(ax, g, radius=radius, color=color, linewidth=linewidth, alpha=1.0, max_count=max_count)
     return fig
 
 

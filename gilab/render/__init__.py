@@ -58,7 +58,7 @@ def pick_backend(device: torch.device, blend: str) -> str:
     if device.type == "cuda":
         fast = "gsplat" if blend == "alpha" else "triton"
         return fast if backend_module(fast).available()[0] else "torch"
-    return "cpu" if available_backends()["cpu"][0] else "torch"
+    return "cpu" if backend_module("cpu").available()[0] else "torch"  # without importing triton and gsplat
 
 
 def rasterize(means: Tensor, conics: Tensor, colors: Tensor, opacities: Tensor, height: int, width: int,

@@ -21,7 +21,7 @@ import os
 import torch
 from torch import Tensor
 
-from ..gaussians import CUTOFF
+from ..gaussians import CUTOFF, pixel_centres
 
 #: Default limit on H * W * N; above it the dense backend refuses (each float32 intermediate is 4 bytes per pair).
 MAX_EVALUATIONS = int(os.environ.get("GILAB_DENSE_MAX_EVALUATIONS", str(2**26)))
@@ -32,14 +32,6 @@ T_MIN = 1e-4
 
 def available() -> tuple[bool, str]:
     return True, "always (every pixel x every Gaussian; small problems only)"
-
-
-def pixel_centres(height: int, width: int, device=None, dtype=torch.float32) -> Tensor:
-    """(H*W, 2) pixel-centre coordinates (x, y) = (j + 0.5, i + 0.5), row-major."""
-    ys = torch.arange(height, device=device, dtype=dtype) + 0.5
-    xs = torch.arange(width, device=device, dtype=dtype) + 0.5
-    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.stack([gx.reshape(-1), gy.reshape(-1)], -1)
 
 
 def gaussian_values(means: Tensor, conics: Tensor, opacities: Tensor, pixels: Tensor) -> Tensor:

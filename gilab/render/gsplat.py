@@ -68,7 +68,7 @@ def rasterize(means: Tensor, conics: Tensor, colors: Tensor, opacities: Tensor, 
     """
     if blend != "alpha":
         raise ValueError(f"backend 'gsplat' only does alpha blending (got blend={blend!r}); sum blending on CUDA "
-                         "goes through backend 'torch' (backend='auto' picks it)")
+                         "goes through backend 'triton' (backend 'torch' without triton; backend='auto' picks it)")
     if means.device.type != "cuda":
         raise ValueError(f"backend 'gsplat' renders CUDA tensors, got {means.device}; use backend 'cpu' or 'auto'")
     ok, why = available()

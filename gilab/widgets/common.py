@@ -1,22 +1,17 @@
-"""Display helpers the widgets share: tensors to PNG/JPEG bytes, ellipse outlines, a fit's summary figure.
-They work without ipywidgets."""
+"""Display helpers the widgets share: tensors to PNG/JPEG bytes and a fit's summary figure (ellipses are drawn
+by :mod:`gilab.plots.ellipses`, re-exported here). They work without ipywidgets."""
 
 from __future__ import annotations
 
 import io
-import math
 
 import numpy as np
-import torch
 from torch import Tensor
 
-from ..gaussians import CUTOFF_RADIUS, Gaussians2D
+from ..io import to_uint8 as image_to_uint8
+from ..plots.ellipses import draw_ellipses, ellipse_outlines
 
-
-def image_to_uint8(image: Tensor) -> np.ndarray:
-    """(3, H, W) float tensor -> (H, W, 3) uint8 array, clamped to [0, 1] and rounded."""
-    t = torch.nan_to_num(image.detach().to("cpu", torch.float32), nan=0.0).clamp(0, 1)
-    return (t * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+__all__ = ["draw_ellipses", "ellipse_outlines", "image_to_bytes", "image_to_png", "image_to_uint8", "show_fit"]
 
 
 def image_to_bytes(image, format: str = "png", max_side: int | None = None, quality: int = 90) -> bytes:
@@ -44,42 +39,6 @@ def image_to_bytes(image, format: str = "png", max_side: int | None = None, qual
 def image_to_png(image, max_side: int | None = None) -> bytes:
     """PNG bytes of an image, for ``widgets.Image`` (see :func:`image_to_bytes`)."""
     return image_to_bytes(image, "png", max_side)
-
-
-def ellipse_outlines(gaussians: Gaussians2D, radius: float = CUTOFF_RADIUS, points: int = 64) -> np.ndarray:
-    """(N, points, 2) pixel coordinates (x, y) of each Gaussian's ellipse at Mahalanobis ``radius``.
-
-    The default radius, sqrt(2 ln 255) = 3.33, is the cutoff: outside it a Gaussian of opacity 1 adds nothing.
-    With Sigma = L L^T (Cholesky), the ellipse is mu + radius * L (cos t, sin t).
-    """
-    g = gaussians.detach().to("cpu", torch.float64).to_cholesky()
-    l1, l2, l3 = g.cholesky.unbind(-1)
-    t = torch.linspace(0, 2 * math.pi, points, dtype=torch.float64)
-    c, s = torch.cos(t) * radius, torch.sin(t) * radius
-    x = g.means[:, :1] + l1[:, None] * c
-    y = g.means[:, 1:] + l2[:, None] * c + l3[:, None] * s
-    return torch.stack([x, y], -1).numpy()
-
-
-def draw_ellipses(ax, gaussians: Gaussians2D, radius: float = CUTOFF_RADIUS, color="white", linewidth=0.8,
-                  alpha=0.8, max_count: int = 2000, centers: bool = False):
-    """Draw each Gaussian's ellipse at Mahalanobis ``radius`` (default: the cutoff) onto an ``imshow`` Axes.
-
-    Sets of more than ``max_count`` Gaussians are thinned to an even sample so that the plot stays readable.
-    """
-    from matplotlib.collections import LineCollection
-
-    if len(gaussians) > max_count:
-        gaussians = gaussians[torch.linspace(0, len(gaussians) - 1, max_count).round().long()]
-    outlines = ellipse_outlines(gaussians, radius) - 0.5  # imshow puts pixel (i, j)'s centre at (j, i), not (j+.5, i+.5)
-    limits = ax.get_xlim(), ax.get_ylim()
-    ax.add_collection(LineCollection(outlines, colors=color, linewidths=linewidth, alpha=alpha))
-    if centers:
-        means = gaussians.means.detach().cpu().numpy() - 0.5
-        ax.plot(means[:, 0], means[:, 1], "+", color=color, alpha=alpha, markersize=4)
-    ax.set_xlim(*limits[0])  # the image's frame, not the ellipses' extent
-    ax.set_ylim(*limits[1])
-    return ax
 
 
 def show_fit(result, target: Tensor, x: str = "iteration", width: float = 3.2):
