@@ -37,6 +37,10 @@ DEFAULT_ITERS = 1000
 #: On CUDA, losses are read back to the host this many steps at a time (each read stalls the GPU's queue).
 CUDA_READ_EVERY = 50
 CPU_READ_EVERY = 1
+#: Warn when more than this fraction of the start's pixel values lie outside [0, 1] (the clamp kills them).
+SATURATED = 0.5
+#: Warn when the PSNR has moved less than STALL_GAIN dB after STALL_CHECK iterations.
+STALL_CHECK, STALL_GAIN = 200, 0.1
 #: Thinnest standard deviation a start may have, pixels: thinner (or zero) covariances make infinite conics.
 MIN_START_STD = 1e-2
 
@@ -107,6 +111,10 @@ class FitHistory:
     def __len__(self) -> int:
         return len(self.iteration)
 
+    def __repr__(self) -> str:
+        last = f", PSNR {self.psnr[0]:.2f} -> {self.psnr[-1]:.2f} dB" if self.psnr else ""
+        return f"FitHistory({len(self)} rows{last})"
+
     def to_dict(self) -> dict:
         return {"iteration": self.iteration, "seconds": self.seconds, "loss": self.loss, "psnr": self.psnr}
 
@@ -170,6 +178,11 @@ class FitResult:
 
         return plot_history(self.history, ax=ax, x=x)
 
+    def __repr__(self) -> str:
+        return (f"FitResult(n={len(self.gaussians)}, iterations={self.iterations}, psnr={self.psnr:.2f} dB, "
+                f"seconds={self.seconds:.1f}, backend={self.backend!r}, param={self.param!r}"
+                + (", interrupted" if self.interrupted else "") + (", diverged" if self.diverged else "") + ")")
+
     def summary(self) -> str:
         stop = " (interrupted)" if self.interrupted else " (diverged: stopped at the last finite step)" \
             if self.diverged else ""
@@ -231,9 +244,11 @@ def fit(image, init="random", *, n: int | None = None, iters: int | None = None,
     history = FitHistory()
     elapsed = lambda: init_seconds + time.perf_counter() - start
     with torch.no_grad():
-        current = render_clamped()
-        history.append(0, elapsed(), torch.mean((current - target) ** 2).item())
+        g = model.gaussians()
+        unclamped = rasterize(g.means, g.conics(), g.colors, g.opacities, height, width, blend, backend)
+        history.append(0, elapsed(), torch.mean((unclamped.clamp(0, 1) - target) ** 2).item())
     init_time = elapsed()
+    _warn_if_saturated(unclamped, len(g))
     # Reading a loss back to the host stalls a GPU's queue, so on CUDA the losses (and the NaN check) are read
     # CUDA_READ_EVERY steps at a time; on the CPU, every step. ``last_good`` holds the parameters of row
     # ``good_row``, the latest whose loss was read and found finite: a divergence rolls back to it.
@@ -261,6 +276,8 @@ def fit(image, init="random", *, n: int | None = None, iters: int | None = None,
             iteration += 1
             history.append(iteration, elapsed())
             _advance(bar, iteration, history, iters)
+            if iteration == STALL_CHECK and read_every == 1:
+                _warn_if_stalled(history, len(model.colors))
             if callback is not None and iteration % callback_every == 0:
                 state = FitState(iteration, history.seconds[-1], history.psnr[-2], iters, seconds, model,
                                  current.detach())
@@ -344,6 +361,24 @@ def _repaired(start: Gaussians2D) -> Gaussians2D:
                                      chol[:, k])
         return start._with(cholesky=chol)
     return start._with(scales=start.scales.abs().clamp(min=MIN_START_STD))
+
+
+def _warn_if_saturated(unclamped: Tensor, n: int):
+    """Warn when the clamp cuts most of the start off: there the clamped loss has no gradient at all."""
+    outside = float(((unclamped > 1) | (unclamped < 0)).float().mean())
+    if outside > SATURATED:
+        warnings.warn(f"the start's render lies outside [0, 1] at {outside:.0%} of the pixel values (the sum of "
+                      f"{n:,} overlapping Gaussians exceeds 1 there); the clamped loss has no gradient at those "
+                      "pixels, so the fit may not move: use fewer or smaller Gaussians", stacklevel=3)
+
+
+def _warn_if_stalled(history: FitHistory, n: int):
+    """Warn when the first STALL_CHECK iterations barely moved the PSNR (too few Gaussians, say)."""
+    gain = history.psnr[STALL_CHECK - 1] - history.psnr[0]
+    if gain < STALL_GAIN:
+        warnings.warn(f"the PSNR moved by {gain:.2f} dB in the first {STALL_CHECK} iterations with {n:,} "
+                      "Gaussians: the fit is stalled (a saturated start, too few or too small Gaussians, or a "
+                      "learning rate far too small)", stacklevel=3)
 
 
 def _read_losses(history: FitHistory, pending: list[tuple[int, Tensor]]) -> int | None:

@@ -156,3 +156,24 @@ def test_gaussians_from_fit_render_at_twice_the_size():
     assert big.shape == (3, 48, 64)
     down = torch.nn.functional.avg_pool2d(big[None], 2)[0].clamp(0, 1)
     assert -10 * math.log10(torch.mean((down - result.image) ** 2).item()) > 25
+
+
+def test_a_saturated_start_and_a_stalled_fit_are_announced():
+    image = smooth_image(12, 16) * 0.5
+    with pytest.warns(UserWarning) as caught:
+        result = gilab.fit(image, n=800, iters=200, backend="cpu", progress=False)
+    messages = " | ".join(str(w.message) for w in caught)
+    assert "outside [0, 1] at 100%" in messages and "stalled" in messages
+    assert result.psnr == pytest.approx(result.history.psnr[0], abs=0.1)
+
+
+def test_a_healthy_fit_warns_nothing_and_reprs_in_one_line():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = gilab.fit(smooth_image(12, 16), n=30, iters=210, backend="cpu", progress=False)
+    text = repr(result)
+    assert text.startswith("FitResult(n=30, iterations=210, psnr=") and "\n" not in text and len(text) < 160
+    assert repr(result.history) == (f"FitHistory(211 rows, PSNR {result.history.psnr[0]:.2f} -> "
+                                    f"{result.history.psnr[-1]:.2f} dB)")
