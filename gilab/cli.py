@@ -383,6 +383,9 @@ def _add_train_generator(sub):
     p.add_argument("--half", action="store_true", help="--export the weights as float16 (half the file size)")
     p.add_argument("--int8", action="store_true", help="--export large matrices as int8, the rest float16 (as shipped)")
     p.add_argument("--model", choices=["compact", "paper"], help="network size (default: compact)")
+    p.add_argument("--angle", choices=["offset", "sigmoid"], default=None,
+                   help="the Sigma field's angle: offset (default; any orientation from any triangle) or sigmoid "
+                        "(the paper's form, as the weights shipped so far were trained)")
     p.add_argument("--colour-step", action="store_true",
                    help="the model rescales its colours by one ISRA step after the fields: --export with it on "
                         "(as shipped), or train through it (that made the start worse: gilab/weights/MODEL_CARD.md)")
@@ -434,6 +437,8 @@ def _train_config(args):
         cfg.model = GeneratorConfig.paper()
     if args.colour_step:
         cfg.model.colour_step = True
+    if args.angle:
+        cfg.model.angle = args.angle
     return cfg
 
 

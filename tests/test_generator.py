@@ -296,3 +296,53 @@ def test_colour_bound_is_the_least_squares_optimum():
     expected = psnr(gilab.render(replace(g, colors=best)).clamp(0, 1), image)
     assert abs(got["free"] - float(expected)) < 0.05
     assert got["free"] >= got["factor"] - 1e-3 >= got["factor_few"] - 2e-3 >= got["net"] - 3e-3
+
+
+@pytest.mark.parametrize("ellipse_degrees", [0.0, 1e-3, 45.0, 179.99])
+def test_offset_angles_reach_every_orientation_from_every_triangle(ellipse_degrees):
+    import math
+
+    from gilab.generator.fields import turned
+
+    theta = torch.full((4001,), math.radians(ellipse_degrees), dtype=torch.float64)
+    r = torch.atanh(torch.linspace(-0.9999, 0.9999, 4001, dtype=torch.float64))  # even in the field's output
+    reach = torch.remainder(turned(theta, r, "offset"), math.pi)
+    # every orientation (angles modulo pi) within 0.2 degrees
+    covered = torch.histc(reach, bins=900, min=0, max=math.pi)
+    assert (covered > 0).all()
+    paper = torch.remainder(turned(theta, r, "sigmoid"), math.pi)
+    span = math.degrees(float(paper.max() - paper.min()))
+    if ellipse_degrees in (0.0, 1e-3, 179.99):  # the paper's form: an axis-aligned triangle cannot turn
+        assert span < 0.1
+    else:
+        assert span > 60
+
+
+def test_old_weights_keep_the_papers_angle_and_new_models_turn():
+    assert Generator.from_pretrained().config.angle == "sigmoid"
+    assert GeneratorConfig().angle == "offset" and GeneratorConfig.from_dict({}).angle == "sigmoid"
+    with pytest.raises(ValueError, match="angle must be"):
+        GeneratorConfig.from_dict({"angle": "euler"})
+
+
+def test_init_from_weights_of_another_angle_is_refused(tmp_path):
+    from gilab.errors import FileFormatError
+    from gilab.training.checkpoints import initial_weights
+
+    path = Generator(GeneratorConfig(**{**TINY.to_dict(), "angle": "sigmoid"})).save_pretrained(tmp_path / "w.safetensors")
+    with pytest.raises(FileFormatError, match="angle='sigmoid' \\(asked: 'offset'\\)"):
+        initial_weights(path, GeneratorConfig(**{**TINY.to_dict(), "angle": "offset"}))
+    assert initial_weights(path, GeneratorConfig(**{**TINY.to_dict(), "angle": "sigmoid"}))
+
+
+def test_density_gain_spans_the_range_and_the_loss_weights_are_configurable():
+    from gilab.training.losses import density_gain, reconstruction_loss
+
+    torch.manual_seed(0)
+    gains = [density_gain(3.0) for _ in range(400)]
+    assert 1 / 3 <= min(gains) < 0.4 and 2.6 < max(gains) <= 3.0 and density_gain(1.0) == 1.0
+    render, target, ppm = torch.rand(3, 24, 24), torch.rand(3, 24, 24), torch.rand(24, 24)
+    mse_only = reconstruction_loss(render, target, ppm, 1.0, 0.0)
+    ssim_only = reconstruction_loss(render, target, ppm, 0.0, 1.0)
+    paper = reconstruction_loss(render, target, ppm)
+    torch.testing.assert_close(paper, 0.7 * mse_only + 0.3 * ssim_only)

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+#: The Sigma field's angle parametrisations (see GeneratorConfig.angle).
+ANGLES = ("offset", "sigmoid")
+
 
 @dataclass
 class GeneratorConfig:
@@ -28,6 +31,13 @@ class GeneratorConfig:
     colour_step: after the fields, rescale each colour by one multiplicative least-squares step (ISRA) that
         accounts for the overlap of sum blending (``colour_step.py``; a render and two backward passes).
         Weights saved before this option existed load with it off.
+    angle: how the Sigma field turns a Gaussian away from its ellipse's angle. "offset" (the default for new
+        models): theta = theta_ellipse + (pi / 2) tanh(r), which reaches every orientation from every triangle,
+        with the ellipse's angle given to the fields as (cos 2 theta, sin 2 theta) (wrap-safe). "sigmoid" (the
+        paper's form, and how the weights shipped so far were trained): theta = pi sigmoid(tanh(r) +
+        logit(theta_ellipse / pi)), whose reach collapses to a sliver for axis-aligned triangles, with the
+        ellipse's centre in the triangle's frame as inputs (always 0: the centre is the centroid). Weights saved
+        before this option existed load with "sigmoid".
     """
 
     widths: tuple[int, ...] = (32, 64, 128, 256)
@@ -38,6 +48,7 @@ class GeneratorConfig:
     field_hidden: int = 128
     scale_max: float = 2.0
     colour_step: bool = False
+    angle: str = "offset"
 
     @classmethod
     def paper(cls) -> GeneratorConfig:
@@ -57,4 +68,7 @@ class GeneratorConfig:
     def from_dict(cls, d: dict) -> GeneratorConfig:
         known = {f.name for f in fields(cls)}
         d = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in known}
+        d.setdefault("angle", "sigmoid")  # what every model saved before the option was trained with
+        if d["angle"] not in ANGLES:
+            raise ValueError(f"angle must be one of {', '.join(ANGLES)}, got {d['angle']!r}")
         return cls(**d)

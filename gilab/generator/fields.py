@@ -9,6 +9,8 @@ Per triangle (T of them) the input is 86 values:
   12  RGB at the same 4 points
    6  the triangle's vertices, centred on its centroid and scaled by sqrt(1 / area)
    4  the ellipse's centre (same frame), axis ratio (minor / major) and angle / pi in [0, 1)
+(With ``angle="offset"`` the first two ellipse values are (cos 2 theta, sin 2 theta) of its angle instead of its
+centre, which equals the centroid and so was always 0; see ``turned`` for the two angle parametrisations.)
 The BC field places the mean inside the triangle (softmax barycentric weights). The mean and the 3 neighbours'
 means (detached, same frame, 8 values) are appended for the Sigma field (2 scale factors in (0, scale_max) times
 the ellipse semi-axes; an angle offset around the ellipse's angle) and the opacity field (a factor in (0, 1) on
@@ -90,14 +92,27 @@ def triangle_frame(vertices: Tensor) -> tuple[Tensor, Tensor]:
     return vertices.mean(1), area.clamp(min=1e-4).rsqrt()[:, None]
 
 
+def turned(ellipse_angles: Tensor, r: Tensor, angle: str = "offset") -> Tensor:
+    """(T,) radians: the Sigma field's output ``r`` (T,) applied to the ellipses' angles (T,) radians.
+
+    "offset": theta_e + (pi / 2) tanh(r), any orientation from any triangle (orientations repeat every pi);
+    "sigmoid": pi sigmoid(tanh(r) + logit(theta_e / pi)), the paper's form, whose reach shrinks to nothing as
+    theta_e / pi nears 0 or 1 (an axis-aligned triangle cannot turn).
+    """
+    if angle == "offset":
+        return ellipse_angles + (math.pi / 2) * torch.tanh(r)
+    turn = torch.remainder(ellipse_angles, math.pi) / math.pi
+    return math.pi * torch.sigmoid(torch.tanh(r) + torch.logit(turn.clamp(1e-4, 1 - 1e-4)))
+
+
 class GaussianFields(nn.Module):
     """Feature reducer + BC, Sigma and opacity fields. Swap any of the four MLPs for your own."""
 
     GEOMETRY = 6 + 4
 
-    def __init__(self, feat_dim: int = 64, hidden: int = 128, scale_max: float = 2.0):
+    def __init__(self, feat_dim: int = 64, hidden: int = 128, scale_max: float = 2.0, angle: str = "offset"):
         super().__init__()
-        self.scale_max = scale_max
+        self.scale_max, self.angle = scale_max, angle
         self.reduce = mlp([4 * feat_dim, 256, 128, feat_dim], norm_out=True)
         d = feat_dim + 12 + self.GEOMETRY
         self.bc = mlp([d, hidden, hidden, 3])
@@ -130,7 +145,11 @@ class GaussianFields(nn.Module):
         shape = ((tri - centroid[:, None]) * inv[:, None]).flatten(1)                 # (T, 6)
         ratio = mesh.axes[:, 1:2] / mesh.axes[:, 0:1].clamp(min=1e-6)
         turn = torch.remainder(mesh.angles, math.pi) / math.pi                       # (T,) in [0, 1)
-        ellipse = torch.cat([(mesh.centres - centroid) * inv, ratio, turn[:, None]], 1)
+        if self.angle == "offset":  # the orientation as a point on a circle: 0 and pi are the same ellipse
+            where = torch.stack([torch.cos(2 * mesh.angles), torch.sin(2 * mesh.angles)], 1)
+        else:  # the paper's inputs (the centre is the centroid, so these two are always 0)
+            where = (mesh.centres - centroid) * inv
+        ellipse = torch.cat([where, ratio, turn[:, None]], 1)
         x = torch.cat([self.reduce(feats), rgb, shape, ellipse], 1)                   # (T, 86)
 
         weights = torch.softmax(self.bc(x), -1)                                       # (T, 3)
@@ -140,8 +159,7 @@ class GaussianFields(nn.Module):
 
         s = self.sigma(x)
         scales = self.scale_max * torch.sigmoid(s[:, :2]) * mesh.axes
-        logit = torch.logit(turn.clamp(1e-4, 1 - 1e-4))
-        rotations = math.pi * torch.sigmoid(torch.tanh(s[:, 2]) + logit)
+        rotations = turned(mesh.angles, s[:, 2], self.angle)
         colors = torch.sigmoid(self.opacity(x)) * sample(image, means, height, width)
         g = Gaussians2D.from_scale_rotation(means, scales, rotations, colors, size=(height, width))
         return FieldsOutput(g, scales, weights)

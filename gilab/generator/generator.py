@@ -46,7 +46,8 @@ class Generator(nn.Module):
         super().__init__()
         self.config = config or GeneratorConfig()
         self.net = FeatureNet(self.config).to(memory_format=torch.channels_last)
-        self.fields = GaussianFields(self.config.feat_dim, self.config.field_hidden, self.config.scale_max)
+        self.fields = GaussianFields(self.config.feat_dim, self.config.field_hidden, self.config.scale_max,
+                                     self.config.angle)
         self.last_timings: dict[str, float] = {}
 
     # ------------------------------------------------------------------ stages

@@ -57,12 +57,25 @@ def load_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
-def initial_weights(path: Path) -> dict:
-    """The model state dict in a training checkpoint (.pt) or in shipped weights (.safetensors)."""
+def initial_weights(path: Path, config=None) -> dict:
+    """The model state dict in a training checkpoint (.pt) or in shipped weights (.safetensors).
+
+    With ``config`` (a GeneratorConfig), weights of a network with another shape or angle parametrisation are
+    refused in one line: loading them would silently change what every weight means."""
     path = Path(path)
     if path.suffix == ".safetensors":
-        return Generator.from_pretrained(path).state_dict()
-    return load_checkpoint(path)["model"]
+        model = Generator.from_pretrained(path)
+        theirs, state = model.config, model.state_dict()
+    else:
+        ckpt = load_checkpoint(path)
+        theirs, state = TrainConfig.from_dict(ckpt["config"]).model, ckpt["model"]
+    if config is not None:
+        mine, other = config.to_dict(), theirs.to_dict()
+        diff = [f"{k}={other[k]!r} (asked: {mine[k]!r})" for k in mine if k != "colour_step" and mine[k] != other[k]]
+        if diff:
+            raise FileFormatError(f"{path}: these weights were trained with {', '.join(diff)}; pass a --config "
+                                  "(or flags such as --angle) that matches them")
+    return state
 
 
 INT8_MIN_NUMEL = 16_384  # as shipped: smaller tensors (norms, biases, the small heads) stay float16

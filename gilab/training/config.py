@@ -42,6 +42,11 @@ class TrainConfig:
     val_every: int = _option(1, "epochs between validations")
     ckpt_every_minutes: float = _option(5.0, "minutes between checkpoints (and one at every epoch's end)")
     place_from: str = _option("pred", "dither the predicted PPM ('pred', as at inference) or the target ('target')")
+    mse_weight: float = _option(0.7, "weight of the PPM-weighted MSE in L_rec (the paper: 0.7; 50 balances it with "
+                                      "SSIM, so that brightness is learned)")
+    ssim_weight: float = _option(0.3, "weight of the PPM-weighted 1 - SSIM in L_rec (the paper: 0.3)")
+    density_range: float = _option(1.0, "each crop's density gain is drawn log-uniformly in [1/x, x]: the network "
+                                        "learns the densities a target count asks for (1: the configured one only)")
     seed: int = _option(0, "seed of the crops and of the initial weights")
     backend: str = _option("auto", "render backend")
     threads: int | None = _option(None, "torch threads per process")
