@@ -79,9 +79,9 @@ class Generator(nn.Module):
         With ``target_count`` the density gain is searched (placement's count control: bisect the cheap
         2 x points estimate, triangulate, correct) until the number of triangles is within 2 %.
         """
-        from ..placement.dither import dither, pool_cells
+        from ..placement.dither import dither
         from ..placement.ellipses import fit_ellipses
-        from ..placement.place import hit_count
+        from ..placement.place import saturating_density, search_count
         from ..placement.triangulate import triangulate
 
         ppm = ppm.detach().float().cpu()
@@ -94,12 +94,10 @@ class Generator(nn.Module):
 
         if target_count is None:
             return build(density)
-        pooled = pool_cells(ppm, kernel_size)
-        positive = pooled[pooled > 0]
-        saturating = 1.0 / float(positive.min()) if positive.numel() else 1.0  # every cell marked
-        return hit_count(build, lambda gain: 2 * len(dither(ppm, kernel_size, gain)), int(target_count),
-                         low=1e-6, high=saturating, increasing=True,
-                         what=f"the generator with kernel_size={kernel_size} on a {height}x{width} image")
+        saturating = saturating_density(ppm, kernel_size)  # every cell marked: the most Gaussians there are
+        return search_count(build, lambda gain: 2 * len(dither(ppm, kernel_size, gain)), int(target_count),
+                            low=1e-6, high=saturating, increasing=True,
+                            what=f"the generator with kernel_size={kernel_size} on a {height}x{width} image")
 
     def build(self, features: Tensor, padded: Tensor, mesh: Mesh, size: tuple[int, int],
               colour_step: bool | None = None) -> FieldsOutput:

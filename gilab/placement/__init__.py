@@ -23,11 +23,11 @@ from .place import (
     Placement,
     ellipse_keep_mask,
     gaussians_from_triangles,
-    hit_count,
     place,
     place_steps,
     sample_colors,
     saturating_density,
+    search_count,
 )
 from .pseudo_ppm import pseudo_ppm
 from .quadtree import gaussian_blur, quadtree_cells, quadtree_init, uniformity_threshold
@@ -46,7 +46,6 @@ __all__ = [
     "floyd_steinberg",
     "gaussian_blur",
     "gaussians_from_triangles",
-    "hit_count",
     "mean_nn_distance",
     "place",
     "place_steps",
@@ -56,6 +55,7 @@ __all__ = [
     "quadtree_init",
     "sample_colors",
     "saturating_density",
+    "search_count",
     "triangle_areas",
     "triangulate",
     "uniformity_threshold",

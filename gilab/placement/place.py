@@ -136,10 +136,10 @@ def place_steps(ppm: Tensor, image: Tensor, kernel_size: int = 3, density: float
     # Dithering alone is ~100x cheaper than the whole chain, and a Delaunay triangulation of P points with
     # h of them on the hull has exactly 2P - h - 2 triangles, so 2 x (dithered points) predicts N well;
     # the boundary points and dropped ellipses are corrected for after each full build.
-    g = hit_count(build, lambda gain: 2 * len(dither(ppm, kernel_size, gain)), target_count,
-                  low=1e-6, high=saturating_density(ppm, kernel_size), increasing=True,
-                  what=f"place() with kernel_size={kernel_size} (at most about 2 H W / k^2 = "
-                       f"{2 * height * width // kernel_size ** 2:,} on this {height}x{width} image)")
+    g = search_count(build, lambda gain: 2 * len(dither(ppm, kernel_size, gain)), target_count,
+                     low=1e-6, high=saturating_density(ppm, kernel_size), increasing=True,
+                     what=f"place() with kernel_size={kernel_size} (at most about 2 H W / k^2 = "
+                          f"{2 * height * width // kernel_size ** 2:,} on this {height}x{width} image)")
     return made[id(g)]
 
 
@@ -151,10 +151,10 @@ def saturating_density(ppm: Tensor, kernel_size: int) -> float:
 
 
 # ------------------------------------------------------------ count control
-def hit_count(build: Callable[[float], Gaussians2D], estimate: Callable[[float], float], target: int,
+def search_count(build: Callable[[float], Gaussians2D], estimate: Callable[[float], float], target: int,
               low: float, high: float, increasing: bool, what: str, rtol: float = COUNT_RTOL,
               attempts: int = 4) -> Gaussians2D:
-    """``build(x)`` for an x in [low, high] whose result has ``target`` Gaussians within ``rtol``.
+    """Search x in [low, high] for a ``build(x)`` with ``target`` Gaussians within ``rtol``; returns that build.
 
     ``estimate(x)`` is a cheap, monotone prediction of ``len(build(x))`` (``increasing`` says which way).
     Each attempt bisects the estimate onto a goal, builds once, and moves the goal by the ratio the

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..gaussians import Gaussians2D
-from .place import AXIS_SCALE, MAX_AXIS_RATIO, gaussians_from_triangles, hit_count
+from .place import AXIS_SCALE, MAX_AXIS_RATIO, gaussians_from_triangles, search_count
 from .triangulate import triangulate
 
 # The reference's size-dependent threshold on the std (image in [0, 1]): 0.02 at 4 px, 0.001 at 100 px,
@@ -165,6 +165,6 @@ def quadtree_init(image: Tensor, target_count: int | None = None, threshold_scal
         return build(threshold_scale)
     # C cell centres plus B boundary points (the hull) give exactly 2 C + B - 2 triangles, about 2 C; the
     # boundary points and the few thin triangles dropped are corrected for after each full build.
-    return hit_count(build, lambda scale: 2 * len(split_cells(tables, height, width, scale, min_side)) + 2,
-                     target_count, low=1e-4, high=1e4, increasing=False,
-                     what=f"quadtree_init on this {height}x{width} image (min_side={min_side})")
+    return search_count(build, lambda scale: 2 * len(split_cells(tables, height, width, scale, min_side)) + 2,
+                        target_count, low=1e-4, high=1e4, increasing=False,
+                        what=f"quadtree_init on this {height}x{width} image (min_side={min_side})")
