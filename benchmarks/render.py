@@ -18,24 +18,12 @@ import statistics
 import time
 from pathlib import Path
 
+from rasterizer import realistic_gaussians  # one definition for every benchmark (benchmarks/ is on sys.path)
+
 CASES = {  # name: (height, width, number of Gaussians)
     "256x256, 2k": (256, 256, 2_000),
     "768x512, 40k": (512, 768, 40_000),
 }
-
-
-def realistic_gaussians(n, height, width, seed=0):
-    """Scales mostly 0.5-4 px with 1 % six times larger, as a quad-tree or network start gives."""
-    import torch
-
-    from gilab import Gaussians2D
-
-    gen = torch.Generator().manual_seed(seed)
-    scales = 0.5 + 3.5 * torch.rand(n, 2, generator=gen)
-    scales[torch.rand(n, generator=gen) < 0.01] *= 6
-    means = torch.rand(n, 2, generator=gen) * torch.tensor([width, height])
-    rotations = torch.rand(n, generator=gen) * 3.14159
-    return Gaussians2D.from_scale_rotation(means, scales, rotations, torch.rand(n, 3, generator=gen) / 4)
 
 
 def measure(case, backend, repeats, queue):

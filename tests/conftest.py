@@ -9,6 +9,7 @@ marker automatically (``pytest -m "not data"`` leaves them out).
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -67,7 +68,10 @@ def load_benchmark(name: str):
     """benchmarks/<name>.py as a module (the benchmarks are scripts, not a package), for tests of their parts."""
     import importlib.util
 
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
+    folder = Path(__file__).resolve().parent.parent / "benchmarks"
+    if str(folder) not in sys.path:  # as when a script runs: its folder first, so benchmarks can share helpers
+        sys.path.insert(0, str(folder))
+    path = folder / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
