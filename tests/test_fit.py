@@ -195,3 +195,15 @@ def test_rotation_scale_fits_turn_an_axis_aligned_gaussian():
     turned = math.degrees(float(result.gaussians.rotations[0]))
     assert 40 < turned < 60, turned
     assert result.psnr > result.history.psnr[0] + 10
+
+
+@pytest.mark.parametrize("param", ["cholesky", "rs"])
+def test_fit_runs_the_fused_step_on_cpu_and_it_follows_autograd(param):
+    image = smooth_image()
+    fused = gilab.fit(image, n=60, iters=20, param=param, lr=1e-2, backend="cpu", progress=False)
+    reference = gilab.fit(image, n=60, iters=20, param=param, lr=1e-2, backend="cpu", progress=False, fused=False)
+    assert fused.fused and not reference.fused and "(fused step)" in fused.summary()
+    assert fused.history.loss == pytest.approx(reference.history.loss, rel=1e-4)
+    torch.testing.assert_close(fused.gaussians.means, reference.gaussians.means, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="needs backend 'cpu'"):
+        gilab.fit(image, n=5, iters=1, backend="torch", fused=True, progress=False)

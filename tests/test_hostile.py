@@ -537,9 +537,9 @@ def test_losses_read_in_batches_give_the_same_history_and_roll_back_further(monk
     import gilab.fitting
 
     image = smooth_image()
-    every_step = gilab.fit(image, n=30, iters=12, progress=False)
+    every_step = gilab.fit(image, n=30, iters=12, progress=False, fused=False)
     monkeypatch.setattr(gilab.fitting, "CPU_READ_EVERY", 7)
-    batched = gilab.fit(image, n=30, iters=12, progress=False)
+    batched = gilab.fit(image, n=30, iters=12, progress=False, fused=False)
     assert batched.history.loss == every_step.history.loss
 
     def poison(state):
@@ -549,5 +549,5 @@ def test_losses_read_in_batches_give_the_same_history_and_roll_back_further(monk
 
     # rows 0-6 are read together at step 7 and row 5 is NaN: the last row known finite before it is row 0
     with pytest.warns(UserWarning, match="after iteration 0"):
-        result = gilab.fit(image, n=30, iters=20, callback=poison, callback_every=1, progress=False)
+        result = gilab.fit(image, n=30, iters=20, callback=poison, callback_every=1, progress=False, fused=False)
     assert result.diverged and result.iterations == 0 and len(result.history) == 1
