@@ -38,7 +38,7 @@ __all__ = [
 
 # Submodules with heavy dependencies (scipy, numba, matplotlib) load on first use: `gilab.placement` just works,
 # and `import gilab` stays fast.
-_LAZY = {"io", "metrics", "datasets", "placement", "generator", "plots", "widgets", "reproduce", "training", "starts",
+_LAZY = {"io", "metrics", "datasets", "placement", "generator", "plots", "widgets", "reproduce", "training", "starts", "codec",
          "files", "errors"}
 
 

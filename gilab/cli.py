@@ -178,7 +178,8 @@ def write_fit_outputs(result, image, out: Path):
     summary = {"n": len(result.gaussians), "iterations": result.iterations, "seconds": result.seconds,
                "init_seconds": result.init_seconds, "iterations_per_second": result.iterations_per_second,
                "psnr_start": result.history.psnr[0], "psnr": result.psnr, "backend": result.backend,
-               "param": result.param, "interrupted": result.interrupted, "diverged": result.diverged}
+               "param": result.param, "interrupted": result.interrupted, "diverged": result.diverged,
+               "fused": result.fused}
     write_atomic(out / "summary.json", json.dumps(summary, indent=2))
 
 
@@ -262,8 +263,8 @@ def _add_codec(sub):
     p.add_argument("--n", type=int, default=None, help="number of Gaussians instead of a target rate")
     p.add_argument("--bits", type=int, nargs=2, metavar=("POSITION", "COVARIANCE"), default=[12, 6],
                    help="bits per position axis and per Cholesky factor (default 12 6)")
-    p.add_argument("--rvq", type=int, nargs=2, metavar=("STAGES", "SIZE"), default=[2, 8],
-                   help="colour residual VQ: stages and codewords per stage (default 2 8)")
+    p.add_argument("--rvq", type=int, nargs=2, metavar=("STAGES", "SIZE"), default=[2, 64],
+                   help="colour residual VQ: stages and codewords per stage (default 2 64)")
     p.add_argument("--init", choices=["net", "random"], default="net", help="where the fit starts (default net)")
     p.add_argument("--iters", type=int, default=None, help="iteration budget (default 1000)")
     p.add_argument("--seconds", type=float, default=None, help="or a wall-clock budget, everything included")
