@@ -44,7 +44,7 @@ lab: setup
 notebooks: setup  ## re-execute the committed notebooks in place (normal mode)
 	cd notebooks && ../$(BIN)/jupyter nbconvert --to notebook --execute --inplace [0-9][0-9]_*.ipynb
 
-figures: setup  ## refresh the screenshot of the playground
+figures: setup  ## refresh the widget screenshots (playground, fit monitor, placement explorer, start comparison)
 	GILAB_UPDATE_FIGURES=1 $(BIN)/python -m pytest -q tests/test_browser.py
 
 bench: setup

@@ -61,6 +61,23 @@ def test_show_fit_draws_four_panels():
     matplotlib.pyplot.close(fig)
 
 
+def test_show_fit_gives_a_wide_image_room():
+    """A 8:1 panorama was squeezed into a strip (about 60 px high) beside a flattened curve: now each
+    picture gets a row at the figure's full width and the curve keeps its height."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    image = torch.rand(3, 16, 128)
+    result = gilab.fit(image, n=20, iters=3, backend="dense", progress=False)
+    fig = show_fit(result, image)
+    fig.canvas.draw()
+    heights = [ax.get_window_extent().height / fig.dpi for ax in fig.axes]  # inches
+    widths = [ax.get_window_extent().width / fig.dpi for ax in fig.axes]
+    assert all(w > 10 for w in widths[:3]) and all(h > 1.2 for h in heights[:3]), (widths, heights)
+    assert heights[3] > 1.5, heights
+    matplotlib.pyplot.close(fig)
+
+
 # ------------------------------------------------------------------ playground
 def test_playground_renders_its_gaussians():
     pg = small_playground(show_ellipses=False)
@@ -97,6 +114,13 @@ def test_blend_toggle_and_invisible_opacity():
     pg.controls[2]["opacity"].value = 0.003
     without = gilab.render(pg.gaussians()[:2], 40, 60, backend="dense")
     assert torch.equal(pg.render(), without)
+
+
+def test_playground_opacity_reaches_the_hints_value():
+    """The hint says "set opacity to 0.003 (below 1/255: it vanishes)": the slider's step must reach it."""
+    opacity = small_playground().controls[0]["opacity"]
+    assert opacity.step <= 0.001 and abs(round(0.003 / opacity.step) * opacity.step - 0.003) < 1e-12
+    assert opacity.readout_format == ".3f"  # and the readout shows it
 
 
 def test_playground_widgets_carry_css_classes():
@@ -144,6 +168,60 @@ def test_monitor_stop_button_ends_the_fit():
     assert monitor.stopped and 5 <= result.iterations < 100_000
     assert monitor.status.value.startswith("stopped:") and monitor.stop_button.disabled
     assert math.isfinite(result.psnr)
+    # a stopped fit is not a finished one: the bar stays where it was, in orange, not full and green
+    assert monitor.progress.bar_style == "warning" and monitor.progress.value < 1
+
+
+def wait_for_first_callback(monitor, timeout=60):
+    deadline = time.monotonic() + timeout
+    while not monitor.iterations and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_await_returns_the_result_and_stop_during_the_await_ends_the_fit():
+    """``await monitor`` (what the notebooks do) leaves the event loop free: a Stop that arrives while a cell
+    awaits (here a task on the same loop, as the kernel dispatches a click) ends the fit at once."""
+    import asyncio
+
+    done = FitMonitor(tiny_target(), n=30, iters=20, backend="dense", every=5, min_interval=0).start()
+    result = asyncio.run(done.finished())
+    assert result is done.result and result.iterations == 20 and done.progress.bar_style == "success"
+
+    monitor = FitMonitor(tiny_target(), n=30, iters=1_000_000, backend="dense", every=5, min_interval=0).start()
+
+    async def cell():
+        return await monitor
+
+    async def click_stop():
+        while not monitor.iterations:
+            await asyncio.sleep(0.01)
+        monitor.stop_button.click()
+
+    async def both():
+        result, _ = await asyncio.wait_for(asyncio.gather(cell(), click_stop()), timeout=60)
+        return result
+
+    result = asyncio.run(both())
+    assert monitor.stopped and result is monitor.result and 5 <= result.iterations < 1_000_000
+
+
+def test_cancelling_the_await_stops_the_fit():
+    """The kernel's interrupt button cancels an awaiting cell: the fit must end too, not run on unseen."""
+    import asyncio
+
+    monitor = FitMonitor(tiny_target(), n=30, iters=1_000_000, backend="dense", every=5, min_interval=0).start()
+    wait_for_first_callback(monitor)
+
+    async def interrupted():
+        task = asyncio.ensure_future(monitor.finished())
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(interrupted())
+    monitor.wait(timeout=60)
+    assert monitor.stopped and monitor.result.iterations < 1_000_000
 
 
 def test_monitor_reports_errors_and_checks_its_arguments():
@@ -161,3 +239,66 @@ def test_monitor_with_a_time_budget_fills_the_progress_bar():
     monitor = FitMonitor(tiny_target(), n=10, seconds=0.5, backend="dense", every=1, min_interval=0).start()
     result = monitor.wait(timeout=60)
     assert result.iterations >= 1 and monitor.progress.value == 1
+
+
+@pytest.mark.slow
+def test_stop_is_handled_under_run_all_in_a_real_kernel(tmp_path, monkeypatch):
+    """Run All, as JupyterLab does it: every cell's execute request is sent at once, then Stop is clicked (a
+    comm message on the shell channel) while the cell ``result = await monitor`` waits. The kernel handles the
+    click during the await, the fit stops, and the cells below run. (With ``monitor.wait()`` in that cell the
+    click would sit in the queue until the fit ended by itself: a million iterations here.)"""
+    import json
+    import queue
+    import sys
+
+    from jupyter_client.manager import start_new_kernel
+
+    spec = tmp_path / "kernels" / "python3"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3", "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
+    km, kc = start_new_kernel(kernel_name="python3")
+    try:
+        cells = [("import torch, gilab\n"
+                  "y, x = torch.meshgrid(torch.linspace(0, 1, 16), torch.linspace(0, 1, 20), indexing='ij')\n"
+                  "monitor = gilab.widgets.FitMonitor(torch.stack([x, y, x * y]), n=30, iters=1_000_000, "
+                  "backend='dense', every=5, min_interval=0)\n"
+                  "monitor.start()\n"
+                  "print(monitor.stop_button.comm.comm_id)"),
+                 "result = await monitor",
+                 "print('after', monitor.stopped, result.iterations < 1_000_000)"]
+        ids = [kc.execute(code) for code in cells]  # Run All: all three queued before the first has run
+        printed, idle = {}, set()
+
+        def pump(until, timeout=120):
+            deadline = time.monotonic() + timeout
+            while not until() and time.monotonic() < deadline:
+                try:
+                    msg = kc.get_iopub_msg(timeout=1)
+                except queue.Empty:  # nothing yet
+                    continue
+                parent = msg["parent_header"].get("msg_id")
+                if msg["msg_type"] == "stream":
+                    printed[parent] = printed.get(parent, "") + msg["content"]["text"]
+                elif msg["msg_type"] == "error":
+                    raise AssertionError("\n".join(msg["content"]["traceback"]))
+                elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                    idle.add(parent)
+            assert until(), f"timed out: printed {printed}, idle {idle}"
+
+        pump(lambda: ids[0] in idle)
+        comm_id = printed[ids[0]].strip()
+        time.sleep(1.0)  # the fit runs; the second cell is awaiting it
+        assert ids[1] not in idle
+        click = kc.session.msg("comm_msg", {"comm_id": comm_id,
+                                            "data": {"method": "custom", "content": {"event": "click"}}})
+        kc.shell_channel.send(click)
+        start = time.monotonic()
+        pump(lambda: ids[2] in idle, timeout=60)
+        assert time.monotonic() - start < 30
+        assert printed[ids[2]].strip() == "after True True", printed
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)

@@ -91,6 +91,34 @@ def test_stop_ends_the_runs_early():
     assert time.monotonic() - start < 30 and cmp.stopped and cmp.runs_done == 0 and cmp.runs == {}
     assert cmp.summary.startswith("stopped") and cmp.progress.bar_style == "warning"
     assert not cmp.run_button.disabled
+    # the captions say what happened: the net run stopped (no record), the random one never started
+    assert "stopped at" in cmp.captions["net"].value and "no record" in cmp.captions["net"].value
+    assert "not run" in cmp.captions["random"].value
+    assert not any("waiting" in c.value for c in cmp.captions.values())
+    assert all(len(v.value) > 0 for v in cmp.render_views.values())  # pictures, never an empty (broken) one
+
+
+def test_budget_slider_offers_round_numbers_and_room():
+    """A log slider gave 1.99526 s for 2 and was squeezed to 30 px: now round values and a fixed width."""
+    cmp = comparison(budget=2.0)
+    values = [value for _, value in cmp.budget_slider.options]
+    assert cmp.budget_slider.value == 2.0 and {0.5, 1.0, 2.0, 5.0, 10.0} <= set(values)
+    assert all(f"{v:g}" in label for label, v in cmp.budget_slider.options)  # the readout is the value
+    assert all(len(f"{v:g}") <= 4 for v in values)
+    assert cmp.budget_slider.layout.width == "320px" and cmp.budget_slider.layout.flex == "0 0 auto"
+    assert comparison(budget=0.35).budget_slider.value == 0.35  # a budget passed in is offered as it is
+
+
+def test_starts_not_run_show_a_placeholder_not_a_broken_image():
+    cmp = comparison(budget=0.2, starts=("net",))
+    for kind in INITS:  # before any run: a grey picture of the target's shape
+        picture = decode(cmp.render_views[kind].value)
+        assert picture.std() < 2 and picture.mean() > 200 and abs(picture.shape[0] / picture.shape[1] - 48 / 40) < 0.1
+    cmp.start()
+    cmp.wait(timeout=120)
+    assert cmp.runs_done == 1 and decode(cmp.render_views["net"].value).std() > 5
+    for kind in ("quadtree", "random"):
+        assert decode(cmp.render_views[kind].value).std() < 2 and "not run" in cmp.captions[kind].value
 
 
 def test_bad_upload_gives_one_line_and_no_exception():

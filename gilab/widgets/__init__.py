@@ -5,7 +5,10 @@
     monitor = FitMonitor(image, n=2000, iters=1000)   # a fit in the background, render + PSNR curve live
     monitor.start()
     monitor                                           # (display it); the Stop button ends the fit early
-    result = monitor.wait()                           # the FitResult, once the fit has ended
+    result = await monitor                            # (a later cell) the FitResult, once the fit has ended
+
+``await monitor`` waits without blocking the kernel, so Stop works even under *Run All*; ``monitor.wait()``
+blocks it (for scripts). See :class:`~gilab.widgets.common.BackgroundWork` for why.
 
 Both widgets draw into :class:`ipywidgets.Image` (PNG or JPEG bytes): one message per update, no matplotlib
 figure to re-create in the browser, so a render reaches the screen within milliseconds of the slider.

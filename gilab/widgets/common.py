@@ -42,17 +42,26 @@ def image_to_png(image, max_side: int | None = None) -> bytes:
 
 
 def show_fit(result, target: Tensor, x: str = "iteration", width: float = 3.2):
-    """One row: the target, the fitted render (with its PSNR), the error |render - target| and the PSNR curve.
+    """The target, the fitted render (with its PSNR), the error |render - target| and the PSNR curve.
 
-    ``result`` is a :class:`~gilab.FitResult`. Returns the matplotlib Figure.
+    ``result`` is a :class:`~gilab.FitResult`. Pictures up to 1.6 times wider than tall sit in one row with the
+    curve; wider ones (a panorama) get a row each at the figure's full width, the curve below them, so that
+    they are never squeezed to a strip. Returns the matplotlib Figure.
     """
     import matplotlib.pyplot as plt
 
     from ..plots.fitting import plot_history, to_numpy_image
 
     height, w = target.shape[-2:]
-    fig, axes = plt.subplots(1, 4, figsize=(4 * width, width * height / w + 0.5), layout="constrained",
-                             gridspec_kw={"width_ratios": [1, 1, 1, 1.3]})
+    aspect = height / w
+    if w <= 1.6 * height:
+        fig, axes = plt.subplots(1, 4, figsize=(4 * width, width * aspect + 0.5), layout="constrained",
+                                 gridspec_kw={"width_ratios": [1, 1, 1, 1.3]})
+    else:  # one picture per row, 4 * width wide; the curve keeps a readable height below them
+        full = 4 * width
+        rows = [full * aspect + 0.35] * 3 + [max(2.4, width * 0.8)]
+        fig, axes = plt.subplots(4, 1, figsize=(full, sum(rows)), layout="constrained",
+                                 gridspec_kw={"height_ratios": rows})
     error = (result.image.detach().cpu().clamp(0, 1) - target.cpu()).abs().mean(0)
     panels = {"target": to_numpy_image(target),
               f"{len(result.gaussians):,} Gaussians, {result.psnr:.2f} dB": to_numpy_image(result.image)}
@@ -90,10 +99,20 @@ def _render(g, height, width, blend, backend, scale):
 
 
 class BackgroundWork:
-    """What the widgets that work in a background thread share: Stop, ``running``/``stopped``, and the join of
-    ``wait()``. A subclass sets ``_thread`` (a started :class:`threading.Thread`), ``_stop`` (a
+    """What the widgets that work in a background thread share: Stop, ``running``/``stopped``, ``wait()`` and
+    ``await``. A subclass sets ``_thread`` (a started :class:`threading.Thread`), ``_stop`` (a
     :class:`threading.Event` its work checks), ``error`` (what the work raised, or None), ``stop_button`` and
-    ``status`` (ipywidgets)."""
+    ``status`` (ipywidgets), and ``_outcome()`` (what ``wait()`` and ``await`` return).
+
+    **In a notebook, wait with** ``await widget`` **rather than** ``widget.wait()``. A button click is a comm
+    message that the kernel's main thread handles between cells; ``wait()`` blocks that thread, so under
+    *Run All* a click on Stop would only be handled once the work had ended on its own. ``await`` hands the
+    thread back to the kernel's event loop while it waits, and ipykernel (7.4 and later) dispatches comm
+    messages while a cell awaits: the click reaches :meth:`stop` at once, the work ends after its current
+    step, and the awaiting cell returns. In nbclient and nbval runs (nobody clicks) the same cell simply
+    waits for the end, so the saved outputs and the cells below see the finished work. The kernel's
+    interrupt button also stops the work while a cell awaits it.
+    """
 
     def stop(self):
         """Ask the work to stop at its next check (the Stop button calls this)."""
@@ -111,9 +130,11 @@ class BackgroundWork:
         """Whether Stop (or :meth:`stop`) ended the work early."""
         return self._stop.is_set()
 
+    def _outcome(self):  # pragma: no cover - each widget says what it returns
+        raise NotImplementedError
+
     def _join(self, timeout: float | None, what: str):
-        """Block until the work has ended; re-raise its error. Call it in a later cell than the start: while it
-        waits, the kernel cannot handle the Stop button."""
+        """Block until the work has ended; re-raise its error. In a notebook prefer ``await`` (see the class)."""
         if self._thread is None:
             raise RuntimeError(f"{what} was not started: call .start() first")
         self._thread.join(timeout)
@@ -121,3 +142,24 @@ class BackgroundWork:
             raise TimeoutError(f"{what} is still running after {timeout} s")
         if self.error is not None:
             raise self.error
+
+    async def finished(self, poll: float = 0.05):
+        """Wait until the work has ended without blocking the kernel (``await widget.finished()``, or simply
+        ``await widget``); returns what :meth:`wait` returns. Cancelling the wait (the kernel's interrupt
+        button) stops the work."""
+        import asyncio
+
+        if self._thread is None:
+            raise RuntimeError("not started: call .start() first")
+        try:
+            while self._thread.is_alive():
+                await asyncio.sleep(poll)  # the event loop is free: widget messages (Stop) are handled
+        except BaseException:  # CancelledError or KeyboardInterrupt: end the work too, then let it propagate
+            self.stop()
+            raise
+        if self.error is not None:
+            raise self.error
+        return self._outcome()
+
+    def __await__(self):
+        return self.finished().__await__()

@@ -4,7 +4,7 @@
     comparison = StartComparison(budget=2.0)   # Grace Hopper (and the Kodak images, when GILAB_DATA has them)
     comparison.start()                         # or press Run; the cell returns at once
     comparison                                 # (display it): three renders and the PSNR curves, live
-    runs = comparison.wait()                   # {start: run record as a dict}, once the three runs have ended
+    runs = await comparison                    # (a later cell) {start: run record as a dict}, once they have ended
 
 The protocol is the time-to-quality study's (:mod:`gilab.study`): the generator ("net") decides N for the
 picture, the quad-tree and random starts are made at that same N, each start is fine-tuned by
@@ -43,6 +43,9 @@ from .common import BackgroundWork, _widgets, image_to_bytes
 LABELS = {"net": "net (Instant-GI)", "quadtree": "quad-tree", "random": "random (GaussianImage)"}
 DOWNSCALES = (("full size", 1), ("1/2", 2), ("1/4", 4), ("1/8", 8))
 DEFAULT_NAME = "Grace Hopper"
+#: The budgets the slider offers, seconds: round numbers only (a log slider gave 1.99526 for 2).
+BUDGETS = (0.1, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 45.0,
+           60.0, 90.0, 120.0)
 
 _warm = threading.Lock()
 _warmed = False
@@ -178,8 +181,13 @@ class StartComparison(BackgroundWork):
         if int(downscale) not in factors:
             raise ValueError(f"downscale must be one of {factors}, got {downscale!r}")
         self.downscale = w.Dropdown(options=list(DOWNSCALES), value=int(downscale), description="size")
-        self.budget_slider = w.FloatLogSlider(value=float(budget), base=10, min=-1, max=2, step=0.05,
-                                              description="budget (s)", readout_format=".2g")
+        # A slider over round numbers (the budget passed in is added if it is not one of them): the value is
+        # exactly what the readout says. Its own width, so the row's flex box cannot squeeze it.
+        budgets = sorted({*BUDGETS, float(budget)})
+        self.budget_slider = w.SelectionSlider(options=[(f"{b:g} s", b) for b in budgets], value=float(budget),
+                                               description="budget", style={"description_width": "50px"},
+                                               layout=w.Layout(width="320px", min_width="260px", flex="0 0 auto"),
+                                               continuous_update=False)
         self.start_boxes = {k: w.Checkbox(value=k in starts, description=LABELS[k], indent=False)
                             for k in INITS}
         self.run_button = w.Button(description="Run", icon="play", button_style="primary",
@@ -192,7 +200,7 @@ class StartComparison(BackgroundWork):
         self.result_line = w.HTML("")
         self.target_view = w.Image(format="jpeg")
         self.target_caption = w.HTML("<b>target</b>")
-        self.render_views = {k: w.Image(format="jpeg") for k in INITS}
+        self.render_views = {k: w.Image(format="jpeg") for k in INITS}  # a grey placeholder until a start runs
         self.captions = {k: w.HTML(f"<b>{LABELS[k]}</b><br>not run") for k in INITS}
         self.curve_view = w.Image(format="png")
 
@@ -223,6 +231,7 @@ class StartComparison(BackgroundWork):
         self.widget = w.VBox([controls, w.HBox(pictures), w.HBox([self.curve_view, side])])
         self.widget.add_class("gilab-start-comparison")
         self._on_picture(None)
+        self._draw_curves()  # empty axes, never an empty picture (a broken-image icon in the browser)
 
     # -------------------------------------------------------------- the picture
     def current_image(self) -> Tensor:
@@ -254,6 +263,15 @@ class StartComparison(BackgroundWork):
         self.target_caption.value = f"<b>target</b><br>{image.shape[2]}x{image.shape[1]} px"
         for view in (self.target_view, *self.render_views.values()):
             view.width = width
+        self._placeholder = self._blank(image)
+        for kind, view in self.render_views.items():
+            if kind not in self.runs:  # never an empty picture (the browser shows a broken-image icon)
+                view.value = self._placeholder
+
+    def _blank(self, image: Tensor) -> bytes:
+        """A light grey picture of the target's shape: where a start has not run (yet)."""
+        return image_to_bytes(torch.full_like(image[:, ::4, ::4] if min(image.shape[-2:]) >= 64 else image, 0.92),
+                              "jpeg", self.display_side)
 
     def _on_upload(self, change):
         files = change["new"]
@@ -300,8 +318,9 @@ class StartComparison(BackgroundWork):
         self.runs, self.gaussians, self.summary, self.error = {}, {}, "", None
         self.runs_done, self.n, self._live, self._latest = 0, None, None, None
         self.image, self.budget = image, float(self.budget_slider.value)
+        self._placeholder = self._blank(image)
         for k in INITS:
-            self.render_views[k].value = b""
+            self.render_views[k].value = self._placeholder
             self.captions[k].value = f"<b>{LABELS[k]}</b><br>{'waiting' if k in kinds else 'not run'}"
         self.result_line.value = ""
         self.progress.value, self.progress.bar_style = 0, "info"
@@ -313,9 +332,12 @@ class StartComparison(BackgroundWork):
         return self
 
     def wait(self, timeout: float | None = None) -> dict[str, dict]:
-        """Block until the runs have ended; returns :attr:`runs` (re-raises a run's error). Call it in a later
-        cell than :meth:`start`: while it waits, the kernel cannot handle the Stop button."""
+        """Block until the runs have ended; returns :attr:`runs` (re-raises a run's error). It blocks the
+        kernel, so the Stop button cannot be handled meanwhile: in a notebook use ``await comparison``."""
         self._join(timeout, "the comparison")
+        return self.runs
+
+    def _outcome(self):
         return self.runs
 
     def _set_running(self, running: bool):
@@ -393,6 +415,9 @@ class StartComparison(BackgroundWork):
             self._live = self._latest = None
         h = result.history
         if self._stop.is_set() and result.seconds < budget:  # ended early: no record of a partial run
+            with self._draw_lock:
+                self._show_render(kind, result.image, len(gaussians), h.psnr[-1], h.seconds[-1],
+                                  note=f"stopped at {h.seconds[-1]:.2f} s of {budget:g}: no record")
             self._draw_curves(extra=(kind, h.seconds, h.psnr))
             return
         rule.finish(h.seconds[-1], result.iterations, result.gaussians)
@@ -426,6 +451,9 @@ class StartComparison(BackgroundWork):
                 self._draw_curves()
 
     def _finish(self, kinds: list[str]):
+        for kind in kinds:  # the starts a Stop came before: say so instead of "waiting"
+            if kind not in self.runs and "waiting" in self.captions[kind].value:
+                self.captions[kind].value = f"<b>{LABELS[kind]}</b><br>not run (stopped before it)"
         self.summary = speedup_line(self.runs, self.budget)
         if self.stopped:
             done = f"stopped after {self.runs_done} of {len(kinds)} runs"
@@ -438,9 +466,10 @@ class StartComparison(BackgroundWork):
         self.result_line.value = f"<b>{self.summary}</b>"
 
     # -------------------------------------------------------------- drawing
-    def _show_render(self, kind: str, image: Tensor, n: int, value: float, seconds: float):
+    def _show_render(self, kind: str, image: Tensor, n: int, value: float, seconds: float, note: str = ""):
         self.render_views[kind].value = image_to_bytes(image, "jpeg", self.display_side)
-        self.captions[kind].value = (f"<b>{LABELS[kind]}</b><br>N {n:,}: {value:.2f} dB at {seconds:.2f} s")
+        self.captions[kind].value = (f"<b>{LABELS[kind]}</b><br>N {n:,}: {value:.2f} dB at {seconds:.2f} s"
+                                     + (f"<br><i>{note}</i>" if note else ""))
         self.updates += 1
 
     def _draw_curves(self, extra=None):

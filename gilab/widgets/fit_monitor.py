@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import io
 import math
 import threading
@@ -21,9 +22,9 @@ class FitMonitor(BackgroundWork):
     (at most every ``min_interval`` seconds; ipykernel sends widget updates from any thread), and returns True
     once the Stop button was pressed, which ends the fit cleanly (the Gaussians so far are the result).
     A button click is a message the kernel's main thread handles, which it can because it is not blocked
-    by the fit. Calling :meth:`wait` blocks the kernel until the fit has ended (the Stop button cannot be
-    handled meanwhile, so call it in a later cell). The kernel's interrupt button does not reach the fit's
-    thread: use Stop (or :meth:`stop`).
+    by the fit. To get the result in a later cell, ``result = await monitor``: the cell waits for the end but
+    leaves the kernel free, so Stop still works under *Run All* (see :class:`BackgroundWork`). ``wait()``
+    blocks the kernel instead (for scripts). A stopped fit leaves its bar where it stopped, in orange.
 
     Args:
         image: the target, (3, H, W) in [0, 1] (or anything :func:`gilab.fit` accepts).
@@ -66,7 +67,8 @@ class FitMonitor(BackgroundWork):
         self.progress = w.FloatProgress(value=0, min=0, max=1, description="fit", bar_style="info")
         self.stop_button = w.Button(description="Stop", icon="stop", button_style="warning", disabled=True,
                                     tooltip="end the fit after the current iteration")
-        self.status = w.Label("not started: call .start()")
+        # HTML, not Label: the final summary is long and wraps instead of running off the widget's edge
+        self.status = w.HTML("not started: call .start()", layout=w.Layout(max_width="560px"))
         for widget, name in ((self.target_view, "target"), (self.render_view, "render"), (self.curve_view, "curve"),
                              (self.progress, "progress"), (self.stop_button, "stop"), (self.status, "status")):
             widget.add_class(f"gilab-fit-{name}")
@@ -93,8 +95,14 @@ class FitMonitor(BackgroundWork):
         return self
 
     def wait(self, timeout: float | None = None):
-        """Block until the fit has ended; return its :class:`~gilab.FitResult` (re-raises the fit's error)."""
+        """Block until the fit has ended; return its :class:`~gilab.FitResult` (re-raises the fit's error).
+
+        It blocks the kernel, so the Stop button cannot be handled meanwhile: in a notebook use
+        ``await monitor`` instead."""
         self._join(timeout, "the fit")
+        return self.result
+
+    def _outcome(self):
         return self.result
 
     # -------------------------------------------------------------- the fit thread
@@ -105,7 +113,7 @@ class FitMonitor(BackgroundWork):
             result = fit(self.target, callback=self._callback, callback_every=self.every, **self.fit_kwargs)
         except BaseException as exc:  # noqa: BLE001 - reported in the widget and re-raised by wait()
             self.error = exc
-            self.status.value = f"failed: {type(exc).__name__}: {exc}"
+            self.status.value = html.escape(f"failed: {type(exc).__name__}: {exc}")
             self.progress.bar_style = "danger"
             self.stop_button.disabled = True
             return
@@ -113,7 +121,11 @@ class FitMonitor(BackgroundWork):
         h = result.history
         self.iterations[:], self.seconds[:], self.psnr[:] = list(h.iteration), list(h.seconds), list(h.psnr)
         self._show(result.image)
-        self.progress.value, self.progress.bar_style = 1, "success"
+        if self.stopped:  # the bar stays where the fit stopped, in orange: not a finished run
+            self.progress.value = max(self.progress.value, self._fraction(result.iterations, result.seconds))
+            self.progress.bar_style = "warning"
+        else:
+            self.progress.value, self.progress.bar_style = 1, "success"
         self.stop_button.disabled = True
         how = "stopped" if self.stopped else "done"
         self.status.value = f"{how}: {result.summary()}"
@@ -126,14 +138,21 @@ class FitMonitor(BackgroundWork):
         if now - self._last_update >= self.min_interval:
             self._last_update = now
             self._show(state.image)
-            fractions = [0.0]
-            if state.total_iters:
-                fractions.append(state.iteration / state.total_iters)
-            if state.total_seconds:
-                fractions.append(state.seconds / state.total_seconds)
-            self.progress.value = min(1.0, max(fractions))
+            self.progress.value = self._fraction(state.iteration, state.seconds, state.total_iters,
+                                                 state.total_seconds)
             self.status.value = (f"iteration {state.iteration}, {state.seconds:.1f} s, PSNR {state.psnr:.2f} dB")
         return self._stop.is_set()
+
+    def _fraction(self, iteration: int, seconds: float, total_iters=None, total_seconds=None) -> float:
+        """How far the fit is, in [0, 1]: the larger of the iterations' and the seconds' share of the budget."""
+        total_iters = total_iters if total_iters is not None else self.fit_kwargs.get("iters")
+        total_seconds = total_seconds if total_seconds is not None else self.fit_kwargs.get("seconds")
+        fractions = [0.0]
+        if total_iters:
+            fractions.append(iteration / total_iters)
+        if total_seconds:
+            fractions.append(seconds / total_seconds)
+        return min(1.0, max(fractions))
 
     def _show(self, image: Tensor):
         self.render_view.value = image_to_bytes(image, "jpeg", self.max_side)

@@ -11,13 +11,16 @@ The widget only orchestrates and draws: every number comes from :func:`gilab.pla
 
 from __future__ import annotations
 
+import itertools
+import math
 import time
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from ..placement import place_steps
+from ..placement import place_steps, saturating_density
+from ..placement.place import COUNT_RTOL
 from .common import _widgets, ellipse_outlines, image_to_bytes, image_to_uint8
 
 #: Colours of the overlays (RGBA): points, triangle edges, Gaussian ellipses (1 standard deviation).
@@ -33,7 +36,8 @@ class PlacementExplorer:
 
     Controls: ``kernel_size`` (k: at most one point per k x k cell), ``density`` (a gain on the pooled PPM)
     or, with ``mode`` set to "target count", ``target_count`` (the gain is searched so that N lands within
-    2 %); ``background`` ("image", "render" of the placed Gaussians, or the "PPM"); ``layers``, one checkbox
+    2 %; where no gain can, because adding one point adds two or three triangles at once, or the map cannot give
+    that many, the nearest count it can give is shown and the status line says why); ``background`` ("image", "render" of the placed Gaussians, or the "PPM"); ``layers``, one checkbox
     each for "points" (dithered cell centres, boundary points in yellow), "triangles" (Delaunay) and
     "ellipses" (each Gaussian at 1 standard deviation). ``status`` reads N, the number of points and the
     render's PSNR. Every change redraws the picture in ``image`` (an ``ipywidgets.Image``); the sliders
@@ -46,8 +50,9 @@ class PlacementExplorer:
         kernel_size, density, target_count: the starting values (a ``target_count`` starts in that mode).
         layers: the overlays drawn at the start.
         background: "image", "render" or "PPM".
-        zoom: display magnification (default: the largest whole factor that keeps the picture within
-            ``max_display`` pixels, at least 1); the placement itself always works at the image's size.
+        zoom: display magnification (default: the factor, possibly fractional, that makes the picture's longer
+            side ``max_display`` pixels); the placement itself always works at the image's size. The picture is
+            shown at exactly that size beside the controls, so that the whole widget fits a 1366 x 768 screen.
         max_ellipses: at most this many ellipses are drawn (an even subset; all count in N and the render).
         format, quality: "jpeg" (small: a saved notebook keeps the last picture) at this quality, or "png"
             (crisp lines, several times larger).
@@ -61,7 +66,7 @@ class PlacementExplorer:
 
     def __init__(self, image: Tensor, ppm: Tensor | None = None, kernel_size: int = 3, density: float = 1.0,
                  target_count: int | None = None, layers=("points", "triangles"), background: str = "image",
-                 zoom: int | None = None, max_display: int = 640, max_ellipses: int = 5000,
+                 zoom: float | None = None, max_display: int = 460, max_ellipses: int = 5000,
                  format: str = "jpeg", quality: int = 80, backend: str = "auto"):
         w = _widgets()
         if image.ndim != 3 or image.shape[0] != 3:
@@ -76,7 +81,8 @@ class PlacementExplorer:
             raise ValueError(f"ppm {tuple(ppm.shape)} must be (H, W) = {(height, width)}")
         self.ppm = ppm.detach().float().cpu().clamp(0, 1)
         self.height, self.width = height, width
-        self.zoom = int(zoom) if zoom is not None else max(1, max_display // max(height, width))
+        self.zoom = float(zoom) if zoom is not None else max_display / max(height, width)
+        self.display_size = (max(1, round(width * self.zoom)), max(1, round(height * self.zoom)))  # (w, h) px
         self.max_ellipses, self.format, self.quality, self.backend = int(max_ellipses), format, int(quality), backend
         self.renders = 0
         self.placements = 0
@@ -84,30 +90,40 @@ class PlacementExplorer:
         self.psnr = float("nan")
         self.gain = float(density)
         self.error: str | None = None
+        self.note: str | None = None
         self.last_ms = 0.0
         self._key = None
         self._quiet = False  # set while one change moves another control: one update, not two
 
+        # one label width for every control, wide enough for the longest ("kernel k (px)"): no cut labels
+        style = {"description_width": "90px"}
+        wide = w.Layout(width="330px")
         self.kernel_size = w.IntSlider(int(kernel_size), min=1, max=16, description="kernel k (px)",
-                                       continuous_update=False)
+                                       continuous_update=False, style=style, layout=wide)
         self.density = w.FloatLogSlider(float(density), base=10, min=-1.5, max=1.5, step=0.05,
-                                        description="density", continuous_update=False, readout_format=".2f")
-        self.mode = w.ToggleButtons(options=["density", "target count"],
+                                        description="density", continuous_update=False, readout_format=".2f",
+                                        style=style, layout=wide)
+        # toggle buttons get their label from a Label beside them (their own description wraps above them)
+        self.mode = w.ToggleButtons(options=["density", "target count"], style={"button_width": "110px"},
                                     value="density" if target_count is None else "target count",
                                     tooltips=["N follows the PPM's mass, scaled by the density gain",
                                               "the density gain is searched so that N is within 2 % of the target"])
         most = self._most(kernel_size)
         self.target_count = w.IntSlider(min(int(target_count or most // 2), most), min=10, max=most, step=10,
-                                        description="target N", continuous_update=False)
+                                        description="target N", continuous_update=False, style=style, layout=wide)
         self.background = w.ToggleButtons(options=["image", "render", "PPM"], value=background,
-                                          description="show", tooltips=["the target image",
+                                          style={"button_width": "72px"}, tooltips=["the target image",
                                                                         "the placed Gaussians, rendered",
                                                                         "the position probability map"])
         self.layers = {name: w.Checkbox(value=name in layers, description=name, indent=False,
                                         layout=w.Layout(width="auto"))
                        for name in ("points", "triangles", "ellipses")}
-        self.image = w.Image(format=format)
-        self.status = w.Label()
+        # the picture's size is set in pixels: a flex box would otherwise stretch it to the notebook's width
+        dw, dh = self.display_size
+        self.image = w.Image(format=format, width=str(dw), height=str(dh),
+                             layout=w.Layout(width=f"{dw}px", height=f"{dh}px", object_fit="contain",
+                                             flex="0 0 auto"))
+        self.status = w.HTML(layout=w.Layout(width=f"{max(dw, 300)}px"))  # wraps under the picture
         self.density.disabled = self.mode.value != "density"
         self.target_count.disabled = not self.density.disabled
 
@@ -118,9 +134,15 @@ class PlacementExplorer:
             control.add_class(f"gilab-pe-{name}")
             if name not in ("image", "status"):
                 control.observe(self._on_change, names="value")
-        controls = w.VBox([self.kernel_size, self.mode, self.density, self.target_count, self.background,
-                           w.HBox([w.Label("draw:"), *self.layers.values()])])
-        self.widget = w.VBox([controls, self.image, self.status])
+        def labelled(text, control):  # the same 90 px label column as the sliders' descriptions
+            return w.HBox([w.Label(text, layout=w.Layout(width="90px", flex="0 0 auto")), control])
+
+        controls = w.VBox([self.kernel_size, labelled("N from", self.mode), self.density, self.target_count,
+                           labelled("show", self.background), labelled("draw", w.HBox(list(self.layers.values())))],
+                          layout=w.Layout(margin="0 0 0 12px"))
+        # the controls beside the picture, the status line right under it: one screen, nothing to scroll
+        self.widget = w.HBox([w.VBox([self.image, self.status], layout=w.Layout(flex="0 0 auto")), controls],
+                             layout=w.Layout(flex_flow="row wrap", align_items="flex-start"))
         self.widget.add_class("gilab-placement-explorer")
         self.update()
 
@@ -140,11 +162,8 @@ class PlacementExplorer:
         if key == self._key:
             return
         k, density, target = key
-        try:
-            made = place_steps(self.ppm, self.target, k, density or 1.0, target)
-        except ValueError as exc:  # a target out of reach: say so, keep the last placement
-            self.error = str(exc)
-            return
+        self.note = None
+        made = place_steps(self.ppm, self.target, k, density) if target is None else self._by_count(k, target)
         from .. import metrics, render
 
         with torch.no_grad():
@@ -153,9 +172,105 @@ class PlacementExplorer:
                                                                       made.gaussians, made.gain)
         self.rendered = rendered
         self.psnr = float(metrics.psnr(rendered, self.target))
-        self.error = None
+        self.error = self.note
         self.placements += 1
         self._key = key
+
+    def _by_count(self, k: int, target: int):
+        """The placement with N within 2 % of ``target``, or the nearest one there is (``self.note`` says why).
+
+        First :func:`gilab.placement.place`'s own search (:func:`~gilab.placement.place.search_count`, the same
+        gains, so the same Gaussians as ``place(..., target_count=target)``), with the pooled map computed
+        once instead of for every estimate. Where it misses, whole placements at a range of gains.
+
+        Why it can miss: ``place`` predicts N as two per dithered point. For small counts that prediction is
+        off, because the border points are spaced by the points' mean distance (a few clustered points get
+        many border points, and N is not even monotone in the gain there); and N moves in steps of two or
+        three, so a count like 30 within 2 % may not exist at all. So the fallback places each candidate
+        gain for real (a small N places in milliseconds): 16 gains spanning predicted counts from a third
+        to three times the target, then a bisection between the two nearest."""
+        from ..placement import floyd_steinberg, pool_cells
+        from ..placement.place import search_count
+
+        pooled = pool_cells(self.ppm, k).numpy()  # float32, as dither() scales and clips it
+
+        def estimate(gain):  # what place() predicts: two Gaussians per dithered point
+            return 2 * int(floyd_steinberg(np.clip(pooled * np.float32(gain), 0, 1)).sum())
+
+        made = {}
+
+        def build_g(gain):
+            placed = place_steps(self.ppm, self.target, k, gain)
+            made[id(placed.gaussians)] = placed
+            return placed.gaussians
+
+        top_gain = saturating_density(self.ppm, k)
+        try:
+            return made[id(search_count(build_g, estimate, target, low=1e-6, high=top_gain, increasing=True,
+                                     what="place()"))]
+        except ValueError:
+            return self._nearest_count(k, target, estimate, top_gain)
+
+    def _nearest_count(self, k: int, target: int, estimate, top_gain: float):
+        """Whole placements over a range of gains; the one nearest ``target`` (see :meth:`_by_count`)."""
+        def gain_for(goal):  # the smallest gain whose cheap estimate reaches goal (bisection on log gain)
+            lo, hi = math.log(1e-6), math.log(top_gain)
+            for _ in range(40):
+                mid = 0.5 * (lo + hi)
+                lo, hi = (mid, hi) if estimate(math.exp(mid)) < goal else (lo, mid)
+            return math.exp(hi)
+
+        tried = {}  # gain -> Placement
+
+        def build(gain):
+            if gain not in tried:
+                tried[gain] = place_steps(self.ppm, self.target, k, gain)
+            return tried[gain]
+
+        if estimate(top_gain) < 1.1 * target:  # maybe more than the map can give: place the largest for real
+            top = build(top_gain)
+            if len(top.gaussians) < target * (1 - COUNT_RTOL):
+                self.note = (f"target {target:,} is out of reach: with a point in every cell where the map is "
+                             f"positive, k = {k} gives at most {len(top.gaussians):,} Gaussians here; showing those")
+                return top
+        g_lo, g_hi = gain_for(target / 3), gain_for(3 * target)
+        for i in range(16):
+            build(g_lo * (g_hi / g_lo) ** (i / 15))
+
+        def nearest():
+            return min(tried.values(), key=lambda m: (abs(len(m.gaussians) - target), len(m.gaussians)))
+
+        # refine between the closest gain below the target and the closest above it, if they are neighbours
+        for _ in range(12):
+            best = nearest()
+            if abs(len(best.gaussians) - target) <= COUNT_RTOL * target:
+                return best
+            gains = sorted(tried)
+            pairs = [(a, b) for a, b in itertools.pairwise(gains)
+                     if (len(tried[a].gaussians) - target) * (len(tried[b].gaussians) - target) < 0]
+            if not pairs:
+                break
+            a, b = min(pairs, key=lambda ab: abs(len(tried[ab[0]].gaussians) - target)
+                       + abs(len(tried[ab[1]].gaussians) - target))
+            if b / a < 1 + 1e-6:
+                break
+            build(math.sqrt(a * b))
+        best = nearest()
+        if abs(len(best.gaussians) - target) <= COUNT_RTOL * target:
+            return best
+        counts = sorted({len(m.gaussians) for m in tried.values()})
+        below = max((n for n in counts if n < target), default=None)
+        above = min((n for n in counts if n > target), default=None)
+        if below is None:
+            why = f"the fewest it gave is {above:,}"
+        elif above is None:
+            why = f"the most it gave is {below:,}"
+        else:
+            why = f"N jumps from {below:,} to {above:,}"
+        self.note = (f"no density gives N within 2 % of {target:,} at k = {k} ({why}: each point adds about two "
+                     f"triangles, and the border points follow the points' spacing); showing "
+                     f"N = {len(best.gaussians):,}, the nearest")
+        return best
 
     # -------------------------------------------------------------- view
     def _on_change(self, change):
@@ -203,7 +318,7 @@ class PlacementExplorer:
         else:
             source = self.rendered if self.background.value == "render" and self.rendered is not None else self.target
             base = image_to_uint8(source)
-        picture = Image.fromarray(base, "RGB").resize((self.width * z, self.height * z), Image.BICUBIC)
+        picture = Image.fromarray(base, "RGB").resize(self.display_size, Image.BICUBIC)
         if self.gaussians is None:
             return picture
         overlay = Image.new("RGBA", picture.size, (0, 0, 0, 0))
@@ -226,14 +341,16 @@ class PlacementExplorer:
         return Image.alpha_composite(picture.convert("RGBA"), overlay).convert("RGB")
 
     def _status(self) -> str:
+        import html
+
         if self.gaussians is None:
-            return f"no placement: {self.error}"
+            return f"no placement: {html.escape(str(self.error))}"
         k, _, target = self._key
         how = f"density {self.gain:.2f}" if target is None else f"target {target:,} (gain {self.gain:.3g})"
         text = (f"N = {len(self.gaussians):,} Gaussians from {self.triangulation.num_input:,} points "
                 f"(k = {k}, {how}); render {self.psnr:.2f} dB; {self.last_ms:.0f} ms (update {self.renders})")
         if self.error is not None:
-            text = f"{self.error} -- still showing: {text}"
+            text = f"{text}<br><span style='color:#b35900'>⚠ {html.escape(self.error)}</span>"
         return text
 
     def _repr_mimebundle_(self, **kwargs):

@@ -76,7 +76,9 @@ class GaussianPlayground:
                 "s1": w.FloatSlider(spec["s1"], min=0.5, max=80, step=0.5, description="s1 (px)"),
                 "s2": w.FloatSlider(spec["s2"], min=0.5, max=80, step=0.5, description="s2 (px)"),
                 "angle": w.FloatSlider(spec["angle"], min=-90, max=90, step=1, description="θ (deg)"),
-                "opacity": w.FloatSlider(spec["opacity"], min=0, max=1, step=0.01, description="opacity"),
+                # step 0.001: the values below 1/255 (where a Gaussian vanishes) are reachable, e.g. 0.003
+                "opacity": w.FloatSlider(spec["opacity"], min=0, max=1, step=0.001, readout_format=".3f",
+                                         description="opacity"),
                 "color": w.ColorPicker(value=spec["color"], description="colour", concise=False),
             }
             for name, control in c.items():
