@@ -49,6 +49,7 @@ def make_case(name: str, cache: Path):
     """(target (3, H, W), start Gaussians) for a case; the start is saved in ``cache`` for the workers."""
     import torch
 
+    from gilab import Gaussians2D
     from gilab.datasets import kodak
     from gilab.io import as_image
     from gilab.starts import make_start
@@ -58,16 +59,16 @@ def make_case(name: str, cache: Path):
     if size is not None:
         image = torch.nn.functional.interpolate(image[None], size=size, mode="bicubic", align_corners=False)[0]
         image = image.clamp(0, 1)
-    path = cache / (name.replace(" ", "_").replace(",", "") + ".pt")
-    if path.exists():
-        return image, torch.load(path, weights_only=False)
+    path = cache / (name.replace(" ", "_").replace(",", "") + ".safetensors")
+    if path.exists():  # safetensors: a cached start never runs code when it is read
+        return image, Gaussians2D.load(path)
     if kind == "net":
         from gilab.generator import Generator
 
         start = Generator.from_pretrained()(image, target_count=n)
     else:
         start, _ = make_start("random", image, n)
-    torch.save(start, path)
+    start.save(path)
     return image, start
 
 
