@@ -147,6 +147,29 @@ def test_iteration_mode_logs_densely_and_measures_milestone_speedups(tmp_path, t
         assert (figures / name).stat().st_size > 1000
 
 
+def test_an_interrupted_image_keeps_its_finished_starts(tmp_path, tiny_folder, monkeypatch):
+    from gilab.study import protocol
+
+    out, real, calls = tmp_path / "conv", protocol.run_one, []
+
+    def stopped_at_random(image, kind, *args, **kwargs):
+        calls.append(kind)
+        if kind == "random" and calls.count("random") == 1:
+            raise KeyboardInterrupt  # Ctrl-C (or kill -9) while the second start of img0 runs
+        return real(image, kind, *args, **kwargs)
+
+    monkeypatch.setattr(protocol, "run_one", stopped_at_random)
+    args = ["study", "--images", str(tiny_folder), "--inits", "quadtree", "random", "--limit", "1",
+            "--iters", "30", "--out", str(out), "--figures", str(tmp_path / "figures")]
+    assert main(args) == 130  # "gilab study: interrupted"
+    assert (out / "runs" / "partial" / "img0.quadtree.json").exists()
+    assert main(args) == 0
+    assert calls == ["quadtree", "random", "random"]  # quad-tree was not run again
+    assert not list((out / "runs" / "partial").glob("*.json"))  # folded into img0.json
+    study = json.loads((out / "runs" / "img0.json").read_text())
+    assert [r["init"] for r in study["runs"]] == ["quadtree", "random"] and study["runs"][0]["iteration"][-1] == 30
+
+
 def test_iteration_speedup_arithmetic():
     run = lambda init, its, psnr: {"init": init, "iteration": its, "seconds": [0.1 * i + 1 for i in its],
                                    "psnr": psnr, "n": 10, "snapshots": []}

@@ -11,7 +11,8 @@ rotation-scale as Instant-GI's code fine-tunes). Two modes:
   log-spaced) and MS-SSIM at log-spaced steps. Iteration counts do not depend on the machine.
 
 Results go to one JSON per image (``<out>/runs/<image>.json``, written atomically) together with the
-configuration that made them, so an interrupted study resumes where it stopped, several processes
+configuration that made them (each finished start is kept in ``runs/partial/`` until its image is done), so an
+interrupted study resumes where it stopped, several processes
 (``shard=(i, n)``, or torchrun ranks) share it, and a run of another configuration is never mixed in.
 """
 
@@ -263,7 +264,13 @@ def run_study(images: list[Path], out: Path, config: StudyConfig, shard: tuple[i
         snapshots_dir = out / "gaussians"
         snapshots_dir.mkdir(exist_ok=True)
         for kind in sorted(config.inits, key=INITS.index):  # the net first: it sets N
-            record = run_one(image, kind, n, config, generator, save_prefix=snapshots_dir / Path(path).stem)
+            # Each finished start is kept on its own, so a long run (50,000 iterations) loses at most one start.
+            part = runs / "partial" / f"{Path(path).stem}.{kind}.json"
+            record = _read_partial(part)
+            if record is None:
+                record = run_one(image, kind, n, config, generator, save_prefix=snapshots_dir / Path(path).stem)
+                part.parent.mkdir(exist_ok=True)
+                write_atomic(part, json.dumps({"config": asdict(config), "run": asdict(record)}))
             n = n or record.n
             records.append(record)
         payload = {"image": Path(path).name, "height": image.shape[1], "width": image.shape[2],
@@ -271,13 +278,26 @@ def run_study(images: list[Path], out: Path, config: StudyConfig, shard: tuple[i
                    "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                    "runs": [asdict(r) for r in records]}
         write_atomic(target, json.dumps(payload, indent=1))
+        for kind in config.inits:
+            (runs / "partial" / f"{Path(path).stem}.{kind}.json").unlink(missing_ok=True)
         written.append(target)
     return written
 
 
+def _read_partial(path: Path) -> RunRecord | None:
+    """The record of a start that finished before the study was stopped (None if there is none); its
+    configuration was checked with the folder's by :func:`check_configuration`."""
+    if not path.exists():
+        return None
+    d = json.loads(path.read_text())["run"]
+    d["snapshots"] = [Snapshot(**s) for s in d["snapshots"]]
+    d["ms_ssim"] = [tuple(pair) for pair in d["ms_ssim"]]
+    return RunRecord(**d)
+
+
 def check_configuration(folder: Path, config: StudyConfig):
     """Refuse a results folder whose runs were made with another configuration (one line: what differs)."""
-    for path in sorted(Path(folder).glob("*.json")):
+    for path in sorted(Path(folder).glob("*.json")) + sorted(Path(folder).glob("partial/*.json")):
         try:
             stored = StudyConfig.from_dict(json.loads(path.read_text()).get("config", {}))
         except (ValueError, TypeError, AttributeError):
