@@ -210,7 +210,8 @@ def memory(name: str, cache: Path, path: str) -> dict:
 # ------------------------------------------------------------------------------------------ long fit
 def long_fit(out: Path, cache: Path) -> dict:
     """50,000 fused iterations on kodim23 from the net start (40k), checkpointed every LONG_CHECKPOINT
-    iterations to ``out``'s .npz sibling so that a killed run continues where it stopped."""
+    iterations to ``cache`` (the parameters and Adan's state, 7 MB: not for the repository) so that a killed run
+    continues where it stopped; ``out`` gets the log."""
     import math
 
     import numpy as np
@@ -218,7 +219,7 @@ def long_fit(out: Path, cache: Path) -> dict:
 
     target, start = make_case("kodim23, 40k, net start", cache)
     _, fused = make_steps(target, start)
-    state_path = out.with_suffix(".npz")
+    state_path = cache / f"{out.stem}_state.npz"
     log = {"iterations": 0, "seconds": 0.0, "segments": []}
     if state_path.exists() and out.exists():
         log = json.loads(out.read_text())
