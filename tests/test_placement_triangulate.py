@@ -79,6 +79,15 @@ def test_degenerate_inputs_fall_back_and_never_raise(points):
     assert len(tri) >= 2
 
 
+@pytest.mark.parametrize("points", [[], [[7.0, 9.0]], [[7.0, 9.0], [20.0, 5.0]]])
+def test_a_few_points_give_a_few_triangles(points):
+    # too few to space edge points by: the corners only, so P inside points make 2 P + 2 triangles (a target
+    # count of a handful of Gaussians must stay reachable, and the count must grow with P)
+    tri = triangulate(torch.tensor(points, dtype=torch.float32).reshape(-1, 2), 20, 30)
+    check_valid(tri, 20, 30)
+    assert len(tri) == 2 * len(points) + 2 and len(tri.points) == len(points) + 4
+
+
 def test_duplicates_are_dropped_keeping_input_order():
     pts = torch.tensor([[5.0, 5.0], [9.0, 3.0], [5.0, 5.0], [2.0, 8.0], [9.0, 3.0], [7.0, 7.0]])
     tri = triangulate(pts, 12, 12)

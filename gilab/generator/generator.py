@@ -81,7 +81,7 @@ class Generator(nn.Module):
         """
         from ..placement.dither import dither
         from ..placement.ellipses import fit_ellipses
-        from ..placement.place import saturating_density, search_count
+        from ..placement.place import count_estimate, saturating_density, search_count
         from ..placement.triangulate import triangulate
 
         ppm = ppm.detach().float().cpu()
@@ -95,7 +95,7 @@ class Generator(nn.Module):
         if target_count is None:
             return build(density)
         saturating = saturating_density(ppm, kernel_size)  # every cell marked: the most Gaussians there are
-        return search_count(build, lambda gain: 2 * len(dither(ppm, kernel_size, gain)), int(target_count),
+        return search_count(build, count_estimate(ppm, kernel_size), int(target_count),
                             low=1e-6, high=saturating, increasing=True,
                             what=f"the generator with kernel_size={kernel_size} on a {height}x{width} image")
 

@@ -14,12 +14,13 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import ArgumentError
 from ..gaussians import Gaussians2D, pixels_to_ndc
-from .dither import dither, pool_cells
+from .dither import dither, floyd_steinberg, pool_cells
 from .ellipses import fit_ellipses
 from .triangulate import Triangulation, triangulate
 
@@ -133,14 +134,27 @@ def place_steps(ppm: Tensor, image: Tensor, kernel_size: int = 3, density: float
 
     if target_count is None:
         return made[id(build(density))]
-    # Dithering alone is ~100x cheaper than the whole chain, and a Delaunay triangulation of P points with
-    # h of them on the hull has exactly 2P - h - 2 triangles, so 2 x (dithered points) predicts N well;
-    # the boundary points and dropped ellipses are corrected for after each full build.
-    g = search_count(build, lambda gain: 2 * len(dither(ppm, kernel_size, gain)), target_count,
+    g = search_count(build, count_estimate(ppm, kernel_size), target_count,
                      low=1e-6, high=saturating_density(ppm, kernel_size), increasing=True,
                      what=f"place() with kernel_size={kernel_size} (at most about 2 H W / k^2 = "
                           f"{2 * height * width // kernel_size ** 2:,} on this {height}x{width} image)")
     return made[id(g)]
+
+
+def count_estimate(ppm: Tensor, kernel_size: int) -> Callable[[float], float]:
+    """The search's cheap prediction of N at a density gain: 2 x the dithered points.
+
+    A Delaunay triangulation of P points with h of them on the hull has exactly 2 P - h - 2 triangles, so two
+    per point predicts N well; the border points and dropped ellipses are corrected for after each full build.
+    The map is pooled once here, and each call only dithers (~100x cheaper than the whole chain). Equal to
+    ``2 * len(dither(ppm, kernel_size, gain))``.
+    """
+    pooled = pool_cells(ppm, kernel_size).cpu().numpy()  # float32, scaled and clipped as dither() does
+
+    def estimate(gain: float) -> float:
+        return 2 * int(floyd_steinberg(np.clip(pooled * np.float32(gain), 0, 1)).sum())
+
+    return estimate
 
 
 def saturating_density(ppm: Tensor, kernel_size: int) -> float:
@@ -157,26 +171,33 @@ def search_count(build: Callable[[float], Gaussians2D], estimate: Callable[[floa
     """Search x in [low, high] for a ``build(x)`` with ``target`` Gaussians within ``rtol``; returns that build.
 
     ``estimate(x)`` is a cheap, monotone prediction of ``len(build(x))`` (``increasing`` says which way).
-    Each attempt bisects the estimate onto a goal, builds once, and moves the goal by the ratio the
-    estimate missed by. Raises ValueError, with the reachable range, when no x gets close enough.
+    "Within" is ``rtol`` of the target or one Gaussian, whichever is more (a triangulation's count has a
+    parity, so a small odd target may be out of reach by one). Each attempt bisects the estimate onto a goal,
+    builds once, and moves the goal by what the estimate missed. Raises ArgumentError, with the reachable
+    range, when no x gets close enough.
     """
     if target < 1:
         raise ArgumentError(f"target_count must be >= 1, got {target}")
-    goal, best, tried = float(target), None, set()
+    goal, counts, tried = float(target), {}, set()  # counts: N -> a build with that many Gaussians
     for _ in range(attempts):
         x = bisect_geometric(estimate, goal, low, high, increasing, rtol / 4)
         if x in tried:  # the goal moved but the estimate cannot follow it: the count is out of reach
             break
         tried.add(x)
         result = build(x)
-        if best is None or abs(len(result) - target) < abs(len(best) - target):
-            best = result
-        if abs(len(result) - target) <= rtol * target:
+        counts.setdefault(len(result), result)
+        if abs(len(result) - target) <= max(rtol * target, 1):
             return result
-        goal *= target / max(len(result), 1)
-    side = "at most" if len(best) < target else "at least"
-    raise ArgumentError(f"target_count={target:,} is out of reach for {what}: it gives {side} about {len(best):,} "
-                        f"Gaussians here (tolerance {rtol:.0%})")
+        # what the estimate misses (edge points, dropped ellipses) is about a constant number of Gaussians
+        goal = max(goal + target - len(result), 1.0)
+    below = max((n for n in counts if n < target), default=None)
+    above = min((n for n in counts if n > target), default=None)
+    if below is not None and above is not None:  # N jumps at small counts (and is not monotone): both sides
+        found = f"the settings tried gave {below:,} and {above:,} Gaussians here, none within {rtol:.0%}"
+    else:
+        found = (f"it gives {'at most' if above is None else 'at least'} about {(below or above):,} Gaussians here "
+                 f"(tolerance {rtol:.0%})")
+    raise ArgumentError(f"target_count={target:,} is out of reach for {what}: {found}")
 
 
 def bisect_geometric(estimate: Callable[[float], float], goal: float, low: float, high: float,

@@ -4,7 +4,9 @@
 
 Each triangle later becomes one Gaussian, so the triangles must cover the image up to its edges:
 points are added along the four edges (corners included), spaced 3x the mean nearest-neighbour distance
-of the given points, so the border triangles are about as large as their neighbours.
+of the given points, so the border triangles are about as large as their neighbours. Input too small or too
+flat to triangulate by itself (0-2 points, all on one line) gets the four corners only: P points strictly inside
+then give 2 P + 2 triangles, so a target count of a few Gaussians stays reachable.
 
 Qhull and regular grids. Dithered points sit exactly on a k-pixel grid, where many quadruples are
 cocircular; Qhull then works ~2x harder. We triangulate a copy whose points strictly inside the image are
@@ -34,7 +36,6 @@ from torch import Tensor
 
 BOUNDARY_SPACING = 3.0  # boundary points every 3 mean nearest-neighbour distances (the reference's choice)
 JITTER_PX = 1e-3  # how far interior points move for Qhull (pixels); small against any triangle
-COARSE_GRID_CELLS = 8  # the fallback grid has about this many cells along the longer side
 
 
 @dataclass
@@ -43,8 +44,7 @@ class Triangulation:
 
     Attributes:
         points: (P, 2) float32 pixel (x, y): the input points (non-finite ones dropped, clipped into the
-            image, deduplicated, in input order), then the added points (the coarse grid when the input was
-            degenerate, then the boundary).
+            image, deduplicated, in input order), then the added boundary points.
         simplices: (T, 3) int64 indices into ``points``, counter-clockwise in (x, y).
         triangles: (T, 3, 2) float32 vertex coordinates, ``points[simplices]``.
         neighbors: (T, 3) int64; ``neighbors[t, j]`` is the triangle across the edge opposite vertex j,
@@ -84,15 +84,6 @@ def corner_points(height: int, width: int) -> np.ndarray:
     return np.array([[0, 0], [width, 0], [0, height], [width, height]], dtype=np.float64)
 
 
-def coarse_grid(height: int, width: int, cells: int = COARSE_GRID_CELLS) -> np.ndarray:
-    """(G, 2) centres of a grid of about ``cells`` squares along the longer side (the degenerate-input fallback)."""
-    side = max(height, width) / cells
-    nx, ny = max(1, round(width / side)), max(1, round(height / side))
-    xs = (np.arange(nx) + 0.5) * width / nx
-    ys = (np.arange(ny) + 0.5) * height / ny
-    return np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2)
-
-
 def is_degenerate(points: np.ndarray) -> bool:
     """Fewer than 3 distinct points, or all on one line: no 2D triangulation of them alone."""
     if len(points) < 3:
@@ -115,20 +106,18 @@ def triangulate(points, height: int, width: int, boundary: str = "edges", jitter
             module docstring); 0 disables it.
         seed: seeds the jitter, so a triangulation is reproducible.
 
-    Degenerate input (0-2 points, all collinear) gets a coarse grid of extra points, so the result is
-    always a valid triangulation of the image and Qhull never raises.
+    Degenerate input (0-2 points, all collinear) gets the four corners only, which always make a valid
+    triangulation of the image (Qhull never raises), with 2 P + 2 triangles for P points strictly inside.
     """
+    if boundary not in ("edges", "corners"):
+        raise ValueError(f"boundary must be 'edges' or 'corners', got {boundary!r}")
     pts = _clean(points, height, width)
     num_input = len(pts)
-    if is_degenerate(pts):
-        pts = np.concatenate([pts, _without(coarse_grid(height, width), pts)])
-    if boundary == "edges":
+    if boundary == "edges" and not is_degenerate(pts):
         spacing = max(1.0, BOUNDARY_SPACING * mean_nn_distance(pts))
         added = boundary_points(height, width, spacing)
-    elif boundary == "corners":
+    else:  # no spacing to follow, or not asked for: the corners make the hull the image rectangle
         added = corner_points(height, width)
-    else:
-        raise ValueError(f"boundary must be 'edges' or 'corners', got {boundary!r}")
     pts = np.concatenate([pts, _without(added, pts)])
     simplices, neighbors = _delaunay(pts, height, width, jitter, seed)
     points_t = torch.from_numpy(pts.astype(np.float32))

@@ -181,7 +181,7 @@ class PlacementExplorer:
 
         First :func:`gilab.placement.place`'s own search (:func:`~gilab.placement.place.search_count`, the same
         gains, so the same Gaussians as ``place(..., target_count=target)``), with the pooled map computed
-        once instead of for every estimate. Where it misses, whole placements at a range of gains.
+        once. Where it misses, whole placements at a range of gains.
 
         Why it can miss: ``place`` predicts N as two per dithered point. For small counts that prediction is
         off, because the border points are spaced by the points' mean distance (a few clustered points get
@@ -189,13 +189,9 @@ class PlacementExplorer:
         three, so a count like 30 within 2 % may not exist at all. So the fallback places each candidate
         gain for real (a small N places in milliseconds): 16 gains spanning predicted counts from a third
         to three times the target, then a bisection between the two nearest."""
-        from ..placement import floyd_steinberg, pool_cells
-        from ..placement.place import search_count
+        from ..placement.place import count_estimate, search_count
 
-        pooled = pool_cells(self.ppm, k).numpy()  # float32, as dither() scales and clips it
-
-        def estimate(gain):  # what place() predicts: two Gaussians per dithered point
-            return 2 * int(floyd_steinberg(np.clip(pooled * np.float32(gain), 0, 1)).sum())
+        estimate = count_estimate(self.ppm, k)  # what place() predicts: two Gaussians per dithered point
 
         made = {}
 
