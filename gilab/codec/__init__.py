@@ -13,15 +13,15 @@ One idea per module:
 - ``quantised``   the quantised Gaussians: level indices and tables, and what they decode to
 - ``entropy``     range coding with static histograms (constriction), varints, packed bits
 - ``bitstream``   the versioned ``.gic`` file: encode, decode, checks (BitstreamError)
-- ``encoder``     compress() and decompress()
+- ``encoder``     compress() and decompress(); quantise() (the quantisers alone, no fine-tuning)
 """
 
 from .bitstream import FORMAT_VERSION, MAGIC, decode, encode
-from .encoder import CompressResult, compress, decompress, gaussians_for_rate
+from .encoder import CompressResult, compress, decompress, gaussians_for_rate, quantise
 from .errors import BitstreamError
 from .finetune import CodecSettings, QuantisedModel, finetune_quantised
 from .quantised import QuantisedGaussians
 
 __all__ = ["FORMAT_VERSION", "MAGIC", "BitstreamError", "CodecSettings", "CompressResult", "QuantisedGaussians",
            "QuantisedModel", "compress", "decode", "decompress", "encode", "finetune_quantised",
-           "gaussians_for_rate"]
+           "gaussians_for_rate", "quantise"]

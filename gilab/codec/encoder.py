@@ -19,11 +19,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from torch import Tensor
 
 from ..errors import ArgumentError
 from .bitstream import FIXED_BYTES, decode, encode
 from .finetune import CodecSettings, QuantisedModel, finetune_quantised
+from .quantised import QuantisedGaussians
+from .quantisers import canonical_cholesky, cholesky_quantiser, position_quantiser
+from .rvq import fit_codebooks, nearest_codewords
 
 INITS = ("net", "random")
 DEFAULT_ITERS = 1000
@@ -210,6 +214,48 @@ def decompress(data, scale: float = 1.0, backend: str = "auto") -> Tensor:
         data = path.read_bytes()
     gaussians = decode(data).to_gaussians()
     return render(gaussians, scale=scale, backend=backend).clamp(0, 1)
+
+
+def quantise(gaussians, settings: CodecSettings | None = None, size: tuple[int, int] | None = None,
+             seed: int = 0) -> QuantisedGaussians:
+    """The codec's quantisers applied to ``gaussians`` as they are: no fine-tuning, a fraction of a second.
+
+    What :func:`compress` does after its fits, without the quantisation-aware training: positions onto the grid
+    of ``2**position_bits`` cells per axis, canonical Cholesky factors onto ``2**cholesky_bits`` levels over
+    their range, colours by residual VQ (k-means codebooks, rounded to float16). ``encode(quantise(g))`` is a
+    valid ``.gic`` file and ``quantise(g).to_gaussians()`` what it decodes to, so a widget can trade bits for
+    quality live from one fit.
+
+    Args:
+        gaussians: a :class:`~gilab.Gaussians2D` of N Gaussians (either parametrisation): means (N, 2) px,
+            colours (N, 3). The bitstream stores no opacities (sum blending makes them redundant with colour),
+            so colours are multiplied by them (a fitted set has opacity 1: nothing changes).
+        settings: bit depths and codebooks (default :class:`CodecSettings`: 12-bit positions, 6-bit Cholesky,
+            2 colour stages of 64 codewords).
+        size: (height, width) of the canvas, pixels; default ``gaussians.size``.
+        seed: the k-means seed.
+
+    Returns:
+        :class:`QuantisedGaussians` in canonical order: positions (N, 2), cholesky (N, 3) and colours (N, S)
+        int64 indices, codebooks (S, K, 3) float32, cholesky_low / cholesky_high (3,) float32.
+
+    Raises:
+        ArgumentError: no canvas size (neither ``size`` nor ``gaussians.size``), or settings out of range.
+    """
+    settings = (settings if settings is not None else CodecSettings()).check()
+    size = size if size is not None else gaussians.size
+    if size is None:
+        raise ArgumentError("give size=(height, width): these Gaussians do not record their canvas")
+    height, width = (int(v) for v in size)
+    g = gaussians.detach().to("cpu", torch.float32).to_cholesky()
+    colors = g.colors * g.opacities[:, None]
+    chol = cholesky_quantiser(g.cholesky, settings.cholesky_bits)
+    codebooks = fit_codebooks(colors, settings.stages, settings.codebook_size, seed)
+    return QuantisedGaussians(
+        (height, width), settings.position_bits,
+        position_quantiser(height, width, settings.position_bits).indices(g.means), settings.cholesky_bits,
+        chol.low.clone(), chol.high.clone(), chol.indices(canonical_cholesky(g.cholesky)), codebooks,
+        nearest_codewords(colors, codebooks)).canonical()
 
 
 def gaussians_for_rate(bpp: float, height: int, width: int, settings: CodecSettings) -> int:

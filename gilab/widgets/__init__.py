@@ -23,11 +23,12 @@ from .common import draw_ellipses, ellipse_outlines, image_to_bytes, image_to_pn
 from .fit_monitor import FitMonitor
 from .playground import DEFAULT_PLAYGROUND, GaussianPlayground, playground_gaussians
 
-# Widgets that pull in heavier parts of gilab (placement, the generator) load on first use.
-_LAZY = {"PlacementExplorer": "placement_explorer", "StartComparison": "compare"}
+# Widgets that pull in heavier parts of gilab (the codec, placement, the generator) load on first use.
+_LAZY = {"CodecExplorer": "codec", "PlacementExplorer": "placement_explorer", "StartComparison": "compare"}
 
-__all__ = ["DEFAULT_PLAYGROUND", "FitMonitor", "GaussianPlayground", "PlacementExplorer", "StartComparison",
-           "draw_ellipses", "ellipse_outlines", "image_to_bytes", "image_to_png", "playground_gaussians", "show_fit"]
+__all__ = ["DEFAULT_PLAYGROUND", "CodecExplorer", "FitMonitor", "GaussianPlayground", "PlacementExplorer",
+           "StartComparison", "draw_ellipses", "ellipse_outlines", "image_to_bytes", "image_to_png",
+           "playground_gaussians", "show_fit"]
 
 
 def __getattr__(name: str):
