@@ -33,15 +33,16 @@ from numba import njit, prange
 from ._cpu_kernels import (
     _JIT,
     BAND_ROWS,
-    CUTOFF,
     FLUSH_ROWS,
+    HALF_LANES,
     LANES,
     N_SUMS,
     cutoff_rows,
+    gradient_group,
     row_spans,
+    splat_group,
     typed,
     use_wide_vectors,
-    vexp,
 )
 
 #: Parametrisations, as the kernels' ``kind`` argument.
@@ -155,7 +156,7 @@ def forward_sum_loss(means, conics, colors, opacities, level2, rows, band_start,
         grad: flat, the same layout: dL/dC on exit, zero in the padding (the backward reads it).
         band_loss: (n_bands,) float64: the sum of (clamp(C) - T)^2 over each band's pixels.
     """
-    half, one, zero, cut = typed(image, 0.5), typed(image, 1.0), typed(image, 0.0), typed(image, CUTOFF)
+    half, one, zero = typed(image, 0.5), typed(image, 1.0), typed(image, 0.0)
     padded = width + LANES
     assert image.shape[0] == 3 * height * padded and grad.shape[0] == image.shape[0]
     assert target.shape[0] == 3 * height * padded
@@ -185,15 +186,7 @@ def forward_sum_loss(means, conics, colors, opacities, level2, rows, band_start,
                 cdyy = c * dy * dy
                 for start in range(j0, j1 + 1, LANES):
                     base = np.uint64(i * padded + start)  # unsigned: numba adds no negative-index wraparound
-                    for lane in range(LANES):
-                        dx = (typed(image, start + lane) + half) - mx
-                        sigma = half * (a * dx * dx + cdyy) + b * dx * dy
-                        v = o * vexp(-sigma)
-                        w = min(v, one) if v >= cut else zero
-                        p = base + np.uint64(lane)
-                        image[p] += c0 * w
-                        image[p + plane] += c1 * w
-                        image[p + plane + plane] += c2 * w
+                    splat_group(image, base, plane, start, LANES, mx, a, b, o, c0, c1, c2, dy, cdyy)
         # the loss in LANES float64 lanes: a single running sum would keep LLVM from vectorising the loop
         acc = np.zeros(LANES, np.float64)
         for k in range(3):
@@ -255,7 +248,7 @@ def backward_sum(means, conics, colors, opacities, level2, rows, order, grad, he
     """sums (N, N_SUMS) float64 of every Gaussian in ``order`` over its footprint, as
     ``_cpu_kernels.backward_sum`` (see there for the sums and the lanes): Gaussians in parallel, in band
     order, no shared writes. ``grad``: dL/dC from :func:`forward_sum_loss`."""
-    half, one, zero, cut = typed(grad, 0.5), typed(grad, 1.0), typed(grad, 0.0), typed(grad, CUTOFF)
+    half = typed(grad, 0.5)
     padded = width + LANES
     assert grad.shape[0] == 3 * height * padded  # the hot loop reads without bounds checks
     plane = np.uint64(height * padded)
@@ -284,26 +277,12 @@ def backward_sum(means, conics, colors, opacities, level2, rows, order, grad, he
                 dy2 = dy * dy
                 for start in range(j0, j1 + 1, LANES):
                     base = np.uint64(i * padded + start)
-                    for lane in range(LANES):
-                        dx = (typed(grad, start + lane) + half) - mx
-                        sigma = half * (a * dx * dx + cdyy) + b * dx * dy
-                        v = o * vexp(-sigma)
-                        inside = v >= cut
-                        p = base + np.uint64(lane)
-                        g0, g1, g2 = grad[p], grad[p + plane], grad[p + plane + plane]
-                        w = min(v, one) if inside else zero
-                        dl_dv = (c0 * g0 + c1 * g1 + c2 * g2) if (inside & (v <= one)) else zero
-                        s = -(v * dl_dv)
-                        sdx = s * dx
-                        lanes[0, lane] += w * g0
-                        lanes[1, lane] += w * g1
-                        lanes[2, lane] += w * g2
-                        lanes[3, lane] += s
-                        lanes[4, lane] += sdx
-                        lanes[5, lane] += s * dy
-                        lanes[6, lane] += sdx * dx
-                        lanes[7, lane] += sdx * dy
-                        lanes[8, lane] += s * dy2
+                    if j1 - start < HALF_LANES:
+                        gradient_group(lanes, grad, base, plane, start, HALF_LANES, mx, a, b, o, c0, c1, c2, dy,
+                                       cdyy, dy2)
+                    else:
+                        gradient_group(lanes, grad, base, plane, start, LANES, mx, a, b, o, c0, c1, c2, dy, cdyy,
+                                       dy2)
                 if (i - first) % FLUSH_ROWS == FLUSH_ROWS - 1 or i == last:
                     _flush(lanes, total)
             for q in range(N_SUMS):
