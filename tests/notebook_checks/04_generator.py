@@ -35,3 +35,10 @@ first, last = sum(history["loss"][:3]) / 3, sum(history["loss"][-3:]) / 3
 assert last < 0.95 * first, history["loss"]
 assert history["ppm"][-1] < history["ppm"][0], history["ppm"]
 assert ((ppm_after - crop_ppms[0]) ** 2).mean() < ((ppm_before - crop_ppms[0]) ** 2).mean()  # closer to its target
+# The first fine-tuning step is Adan's sign step: taking it by hand on all groups reproduces the fit's step 1.
+assert abs(first_step["all"] - tuned["generator"].history.psnr[1]) < 0.1, (first_step, tuned["generator"].history.psnr[:3])
+# Exercises: the shapes of exercise 1, the lone-Gaussian colour step of exercise 2, the focal loss of exercise 3.
+assert tuple(small_padded.shape) == (1, 3, 256, 320) and tuple(small_features.shape) == (1, 64, 128, 160)
+assert tuple(small_ppm.shape) == (1, 250, 300)
+torch.testing.assert_close(ratio_lone, torch.tensor(least_squares).clamp(*LIMITS), rtol=1e-4, atol=1e-5)
+assert torch.allclose(my_focal_mse(pred, target), focal_mse(pred, target))
