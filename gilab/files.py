@@ -5,6 +5,7 @@
     write_atomic("out/summary.json", text)                   # bytes or str
     list_images("photos/")                                   # sorted image files
     parse_shard("1/4")                                       # (1, 4)
+    figures_dir()                                            # the repository's figures/ (committed results)
 
 An atomic write goes to a uniquely named temporary file in the destination's folder and is renamed over the
 destination only once complete, so a reader (or a crash, Ctrl-C, kill -9) never leaves half a file, and two
@@ -86,3 +87,17 @@ def distributed_shard(index: int, count: int) -> tuple[int, int]:
     if world > 1:
         return index * world + int(os.environ.get("RANK", "0")), count * world
     return index, count
+
+
+def figures_dir(required: str = "README.md") -> Path:
+    """The repository's ``figures/`` folder (committed results the notebooks read): in the working directory or one
+    above it, or beside the gilab package (an editable install); the first that holds ``required``.
+
+    Raises:
+        GilabError: no such folder (gilab installed from a wheel, which ships no figures).
+    """
+    package_root = Path(__file__).resolve().parents[1]
+    for root in [Path.cwd(), *Path.cwd().parents, package_root]:
+        if (root / "figures" / required).is_file():
+            return root / "figures"
+    raise GilabError(f"no figures/ folder with {required}: open the notebooks in a checkout of the gilab repository")

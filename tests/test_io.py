@@ -254,3 +254,18 @@ def test_16bit_rgb_png_warns(tmp_path):
 
 def test_kodak_image_fixture(kodak_image):
     check_image(kodak_image, 512, 768)
+
+
+def test_figures_dir_is_found_from_anywhere_and_names_what_is_missing(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from gilab.errors import GilabError
+    from gilab.files import figures_dir
+
+    monkeypatch.chdir(tmp_path)  # no figures/ here or above: the one beside the package (this checkout)
+    assert figures_dir("codec.json") == Path(__file__).resolve().parents[1] / "figures"
+    (tmp_path / "figures").mkdir()
+    (tmp_path / "figures" / "codec.json").write_text("{}")
+    assert figures_dir("codec.json") == tmp_path / "figures"  # the working directory's own comes first
+    with pytest.raises(GilabError, match="no figures/ folder with nothing.json"):
+        figures_dir("nothing.json")

@@ -17,3 +17,10 @@ assert comparison.runs_done == 3 and not comparison.running and not comparison.s
 assert set(live) == {"net", "quadtree", "random"} and live["net"]["n"] == comparison.n
 assert psnr_at(live["net"], comparison.budget) > psnr_at(live["random"], comparison.budget)
 assert "Speed-up of net" in comparison.summary and len(comparison.curve_view.value) > 1000
+# The slower starts ran the stated multiple of the largest budget.
+assert config.slow_factor == 4
+assert all(runs[k]["seconds"][-1] > 0.9 * 4 * max(config.budgets) for k in ("quadtree", "random"))
+# Section 6 read the committed convergence study; the exercises ran on it.
+assert len(convergence) == 4 and all(s["config"]["iterations"] == 10_000 for s in convergence)
+assert len(checks) == 16 and all(abs(a - b) < 1e-9 for a, b in checks)
+assert set(done) == {"net", "quadtree", "random"} and all(v > 0 for v in done.values())

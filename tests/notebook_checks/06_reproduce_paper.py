@@ -37,3 +37,10 @@ for row in colour_bound["images"]:  # more freedom never scores lower (small tol
     assert row["factor_few"] >= row["net"] - 0.01 and row["colour_step"] >= row["net"] - 0.01, row
 # The same weights as the benchmark above: its fields-only and shipped numbers.
 assert abs(bound_mean["net"] - ours["psnr_fields"]) < 0.05 and abs(bound_mean["colour_step"] - ours["psnr"]) < 0.05
+
+# Section 3: the committed convergence study beside the paper's claim.
+assert len(convergence) == 4 and "| 10,000 |" in conv_md and len(at_10k) == 4
+# Exercises: the dB arithmetic, the speed-up against detail, least-squares colours with no gradient left.
+assert per_psnr.mean() > -10 * np.log10(mse.mean())  # Jensen
+assert len(at_2s) == 24
+assert grad.abs().max() < 1e-3 and squared_error(mine) < squared_error(few.colors)
