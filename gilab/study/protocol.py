@@ -268,7 +268,10 @@ def run_study(images: list[Path], out: Path, config: StudyConfig, shard: tuple[i
             part = runs / "partial" / f"{Path(path).stem}.{kind}.json"
             record = _read_partial(part)
             if record is None:
-                record = run_one(image, kind, n, config, generator, save_prefix=snapshots_dir / Path(path).stem)
+                # A bar per start in iteration mode (a 50,000-iteration start runs the better part of an hour);
+                # none in time mode, where the clock is the measurement.
+                record = run_one(image, kind, n, config, generator, progress=progress and config.mode == "iterations",
+                                 save_prefix=snapshots_dir / Path(path).stem)
                 part.parent.mkdir(exist_ok=True)
                 write_atomic(part, json.dumps({"config": asdict(config), "run": asdict(record)}))
             n = n or record.n
