@@ -191,3 +191,31 @@ def test_old_module_name_still_works():
     with pytest.warns(DeprecationWarning, match="gilab.study"):
         old = importlib.import_module("gilab.reproduce")
     assert old.speedups is reproduce.speedups and callable(old.plot_psnr_vs_time)
+
+
+def test_a_start_cut_short_by_ctrl_c_is_never_saved_as_finished(tmp_path, tiny_folder, monkeypatch):
+    # fit() answers Ctrl-C by returning what it has (interrupted=True); the study must not keep that as a result.
+    import dataclasses
+
+    from gilab.study import protocol
+
+    out, real_fit, calls = tmp_path / "conv", protocol.fit, []
+
+    def ctrl_c_in_random(image, **options):
+        if "init" not in options:  # the warm-up fit
+            return real_fit(image, **options)
+        calls.append(len(options["init"]))
+        result = real_fit(image, **options)
+        if len(calls) == 2:  # the second start (random) of img0: as if Ctrl-C came at its last iteration
+            return dataclasses.replace(result, interrupted=True)
+        return result
+
+    monkeypatch.setattr(protocol, "fit", ctrl_c_in_random)
+    args = ["study", "--images", str(tiny_folder), "--inits", "quadtree", "random", "--limit", "1",
+            "--iters", "30", "--out", str(out), "--figures", str(tmp_path / "figures")]
+    assert main(args) == 130
+    assert (out / "runs" / "partial" / "img0.quadtree.json").exists()
+    assert not (out / "runs" / "partial" / "img0.random.json").exists() and not (out / "runs" / "img0.json").exists()
+    assert main(args) == 0 and len(calls) == 3  # only the interrupted start ran again
+    study = json.loads((out / "runs" / "img0.json").read_text())
+    assert [r["iteration"][-1] for r in study["runs"]] == [30, 30]
