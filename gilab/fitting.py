@@ -199,7 +199,7 @@ def fit(image, init="random", *, n: int | None = None, iters: int | None = None,
         param: str = "cholesky", lr: float = 1e-3, lr_step: int = 20_000, seed: int = 0, backend: str = "auto",
         blend: str = "sum", min_scale: float | None = None, init_seconds: float = 0.0,
         callback: Callable[[FitState], bool | None] | None = None, callback_every: int = 10,
-        progress: bool = True, fused: bool | None = None) -> FitResult:
+        progress: bool = True, fused: bool | None = None, return_on_interrupt: bool = True) -> FitResult:
     """Fit 2D Gaussians to ``image`` with GaussianImage's recipe.
 
     Args:
@@ -217,9 +217,13 @@ def fit(image, init="random", *, n: int | None = None, iters: int | None = None,
         fused: with backend "cpu", run each iteration as one fused numba step (:mod:`gilab.fused`: no autograd
             graph, 2-3x the iterations per second) instead of PyTorch's autograd. None (default): fused wherever
             it applies; False: always autograd (the reference the fused step is tested against).
+        return_on_interrupt: Ctrl-C stops the fit and returns the result so far (True, for people at a prompt or in
+            a notebook) or propagates as KeyboardInterrupt (False, for pipelines that save what a fit returns: a
+            run cut short must not be kept as a finished one).
 
     Returns:
-        A :class:`FitResult`. Ctrl-C stops the fit and returns the result so far (``interrupted=True``).
+        A :class:`FitResult`. Ctrl-C stops the fit and returns the result so far (``interrupted=True``), unless
+        ``return_on_interrupt`` is False.
         If the loss turns NaN or infinite (too large a learning rate, say), the fit stops, returns the last
         finite step's Gaussians with ``diverged=True`` and warns; it never returns NaN parameters.
 
@@ -295,6 +299,8 @@ def fit(image, init="random", *, n: int | None = None, iters: int | None = None,
                 if callback(state):
                     break
     except KeyboardInterrupt:
+        if not return_on_interrupt:
+            raise
         interrupted = True
     finally:
         bar.close()

@@ -194,9 +194,7 @@ def test_old_module_name_still_works():
 
 
 def test_a_start_cut_short_by_ctrl_c_is_never_saved_as_finished(tmp_path, tiny_folder, monkeypatch):
-    # fit() answers Ctrl-C by returning what it has (interrupted=True); the study must not keep that as a result.
-    import dataclasses
-
+    # fit() answers Ctrl-C by returning what it has; the study asks it to propagate, so nothing cut short is kept.
     from gilab.study import protocol
 
     out, real_fit, calls = tmp_path / "conv", protocol.fit, []
@@ -205,10 +203,16 @@ def test_a_start_cut_short_by_ctrl_c_is_never_saved_as_finished(tmp_path, tiny_f
         if "init" not in options:  # the warm-up fit
             return real_fit(image, **options)
         calls.append(len(options["init"]))
-        result = real_fit(image, **options)
-        if len(calls) == 2:  # the second start (random) of img0: as if Ctrl-C came at its last iteration
-            return dataclasses.replace(result, interrupted=True)
-        return result
+        if len(calls) == 2:  # the second start (random) of img0: Ctrl-C at its 10th iteration
+            score = options["callback"]
+
+            def interrupt(state):
+                if state.iteration == 10:
+                    raise KeyboardInterrupt
+                return score(state)
+
+            options["callback"] = interrupt
+        return real_fit(image, **options)
 
     monkeypatch.setattr(protocol, "fit", ctrl_c_in_random)
     args = ["study", "--images", str(tiny_folder), "--inits", "quadtree", "random", "--limit", "1",

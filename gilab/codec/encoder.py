@@ -167,8 +167,9 @@ def _fit_float(target, n, init, seconds, iters, qat_share, lr, seed, backend, pr
         budget = {"seconds": float_seconds} if float_seconds > elapsed else {"iters": 0}
     else:
         budget = {"iters": _split(iters, qat_share)[0]}
+    # Ctrl-C propagates: a file must never be written from a fit cut short without a word.
     return fit(target, init=start, lr=lr, seed=seed, backend=backend, init_seconds=elapsed, progress=progress,
-               **budget)
+               return_on_interrupt=False, **budget)
 
 
 def _split(iters: int | None, qat_share: float = 0.3) -> tuple[int, int]:

@@ -158,8 +158,10 @@ def run_one_timed(image: torch.Tensor, kind: str, n: int | None, config: StudyCo
     budgets = sorted(config.budgets)
     length = budgets[-1] * (config.slow_factor if kind in SLOW_STARTS else 1.0)
     rule = SnapshotRule(budgets, gaussians, init_seconds)
-    result = _fit_whole(image, init=gaussians, seconds=length, param=config.param, seed=config.seed,
-                        init_seconds=init_seconds, callback=rule, callback_every=1, progress=progress)
+    # return_on_interrupt=False: a start cut short by Ctrl-C is no result, and a resumed study would take it for one
+    result = fit(image, init=gaussians, seconds=length, param=config.param, seed=config.seed,
+                 init_seconds=init_seconds, callback=rule, callback_every=1, progress=progress,
+                 return_on_interrupt=False)
     rule.finish(result.history.seconds[-1], result.iterations, result.gaussians)
     if save_prefix is not None:
         gaussians.save(f"{save_prefix}_{kind}_init.safetensors")
@@ -187,8 +189,9 @@ def run_one_iterations(image: torch.Tensor, kind: str, n: int | None, config: St
         if state.iteration in ssim_at:
             scores.append((state.iteration, ms_ssim(state.image, image, fallback="scales").item()))
 
-    result = _fit_whole(image, init=gaussians, iters=total, param=config.param, seed=config.seed,
-                        init_seconds=init_seconds, callback=score, callback_every=1, progress=progress)
+    result = fit(image, init=gaussians, iters=total, param=config.param, seed=config.seed,
+                 init_seconds=init_seconds, callback=score, callback_every=1, progress=progress,
+                 return_on_interrupt=False)
     if save_prefix is not None:
         gaussians.save(f"{save_prefix}_{kind}_init.safetensors")
         result.gaussians.save(f"{save_prefix}_{kind}_{result.iterations}it.safetensors")
@@ -197,15 +200,6 @@ def run_one_iterations(image: torch.Tensor, kind: str, n: int | None, config: St
     return RunRecord(kind, len(gaussians), init_seconds, h.psnr[0], [],
                      [h.seconds[i] for i in keep], [h.psnr[i] for i in keep], [h.iteration[i] for i in keep],
                      scores)
-
-
-def _fit_whole(image: torch.Tensor, **options):
-    """:func:`gilab.fit`, except that Ctrl-C propagates: fit() returns what it has so far, but a start cut short is
-    no result and must never be saved as one (a resumed study would take it for finished)."""
-    result = fit(image, **options)
-    if result.interrupted:
-        raise KeyboardInterrupt
-    return result
 
 
 def _scored(snap: Snapshot, g: Gaussians2D, image: torch.Tensor) -> Snapshot:

@@ -51,7 +51,7 @@ def ppm_from_image(image: Tensor, iters: int = 100, seconds: float | None = None
     gaussians = quadtree_init(image, target_count=target_count, seed=seed)
     if iters > 0 or seconds is not None:
         gaussians = fit(image, init=gaussians, iters=iters, seconds=seconds, param=param, seed=seed,
-                        backend=backend, progress=False).gaussians
+                        backend=backend, progress=False, return_on_interrupt=False).gaussians  # never save a cut fit
     return pseudo_ppm(gaussians, height, width, k)
 
 
