@@ -199,7 +199,8 @@ def fit(image, init="random", *, n: int | None = None, iters: int | None = None,
         param: str = "cholesky", lr: float = 1e-3, lr_step: int = 20_000, seed: int = 0, backend: str = "auto",
         blend: str = "sum", min_scale: float | None = None, init_seconds: float = 0.0,
         callback: Callable[[FitState], bool | None] | None = None, callback_every: int = 10,
-        progress: bool = True, fused: bool | None = None, return_on_interrupt: bool = True) -> FitResult:
+        progress: bool = True, fused: bool | None = None, return_on_interrupt: bool = True,
+        checkpoint: str | Path | None = None, checkpoint_every: float = 120.0) -> FitResult:
     """Fit 2D Gaussians to ``image`` with GaussianImage's recipe.
 
     Args:
@@ -220,6 +221,9 @@ def fit(image, init="random", *, n: int | None = None, iters: int | None = None,
         return_on_interrupt: Ctrl-C stops the fit and returns the result so far (True, for people at a prompt or in
             a notebook) or propagates as KeyboardInterrupt (False, for pipelines that save what a fit returns: a
             run cut short must not be kept as a finished one).
+        checkpoint: a file that keeps the fit's state every ``checkpoint_every`` seconds (:mod:`gilab.fit_checkpoint`):
+            if it exists, the fit continues from it (it must be a checkpoint of this fit: same image size, N and
+            recipe), and a finished fit deletes it. A kill or Ctrl-C loses at most ``checkpoint_every`` seconds.
 
     Returns:
         A :class:`FitResult`. Ctrl-C stops the fit and returns the result so far (``interrupted=True``), unless
@@ -253,22 +257,39 @@ def fit(image, init="random", *, n: int | None = None, iters: int | None = None,
 
     history = FitHistory()
     elapsed = lambda: init_seconds + time.perf_counter() - start
-    with torch.no_grad():
-        g = model.gaussians()
-        unclamped = rasterize(g.means, g.conics(), g.colors, g.opacities, height, width, blend, backend)
-        history.append(0, elapsed(), torch.mean((unclamped.clamp(0, 1) - target) ** 2).item())
-    init_time = elapsed()
-    _warn_if_saturated(unclamped, len(g))
+    iteration, resumed = 0, None
+    if checkpoint is not None:
+        from .fit_checkpoint import identity as checkpoint_identity
+        from .fit_checkpoint import load as load_checkpoint
+        from .fit_checkpoint import save as save_checkpoint
+
+        identity = checkpoint_identity(model, stepper, lr, lr_step, blend)
+        resumed = load_checkpoint(checkpoint, model, stepper, identity) if Path(checkpoint).exists() else None
+    if resumed is None:
+        with torch.no_grad():
+            g = model.gaussians()
+            unclamped = rasterize(g.means, g.conics(), g.colors, g.opacities, height, width, blend, backend)
+            history.append(0, elapsed(), torch.mean((unclamped.clamp(0, 1) - target) ** 2).item())
+        init_time = elapsed()
+        _warn_if_saturated(unclamped, len(g))
+    else:  # the clock goes on from where the saved fit stopped
+        columns, iteration, ran = resumed
+        history = FitHistory(**columns)
+        start = time.perf_counter() - (ran - init_seconds)
+        init_time = history.seconds[0]
+    last_save = time.perf_counter()
     # Reading a loss back to the host stalls a GPU's queue, so on CUDA the losses (and the NaN check) are read
     # CUDA_READ_EVERY steps at a time; on the CPU, every step. ``last_good`` holds the parameters of row
     # ``good_row``, the latest whose loss was read and found finite: a divergence rolls back to it.
     read_every = CUDA_READ_EVERY if target.device.type == "cuda" and callback is None else CPU_READ_EVERY
     read_every = 1 if isinstance(stepper, FusedStep) else read_every  # its loss is a host float anyway
     pending: list[tuple[int, Tensor]] = []  # (history row, its loss on the device), not yet read
-    last_good, good_row = [p.detach().clone() for p in model.parameters()], 0
+    last_good, good_row = [p.detach().clone() for p in model.parameters()], iteration
     candidate = [p.detach().clone() for p in model.parameters()]  # batched reads: the batch's last parameters
     bar = _progress_bar(iters, seconds, progress)
-    iteration, interrupted, diverged = 0, False, False
+    if iteration and iters is not None:
+        bar.update(iteration)
+    interrupted, diverged = False, False
     try:
         while (iters is None or iteration < iters) and (seconds is None or elapsed() < seconds):
             if read_every == 1:  # row k: the parameters after k steps; a non-finite loss updates nothing
@@ -291,6 +312,11 @@ def fit(image, init="random", *, n: int | None = None, iters: int | None = None,
             iteration += 1
             history.append(iteration, elapsed())
             _advance(bar, iteration, history, iters)
+            # Saved only between whole steps (never from the Ctrl-C handler, which may land mid-update) and with
+            # every loss read, so a resumed fit continues exactly this trajectory.
+            if checkpoint is not None and not pending and time.perf_counter() - last_save >= checkpoint_every:
+                save_checkpoint(checkpoint, model, stepper, history, iteration, history.seconds[-1], identity)
+                last_save = time.perf_counter()
             if iteration == STALL_CHECK and read_every == 1:
                 _warn_if_stalled(history, len(model.colors))
             if callback is not None and iteration % callback_every == 0:
@@ -308,6 +334,8 @@ def fit(image, init="random", *, n: int | None = None, iters: int | None = None,
         diverged = True
     if diverged:  # step back to the last parameters that rendered to a finite loss
         iteration = _roll_back(model, last_good, history, good_row)
+    if checkpoint is not None and not interrupted:  # finished (or stopped by the callback): nothing to resume
+        Path(checkpoint).unlink(missing_ok=True)
     with torch.no_grad():
         final = render_clamped()
         history.set_loss(-1, torch.mean((final - target) ** 2).item())
@@ -350,6 +378,23 @@ class AutogradStep:
     def image(self) -> Tensor | None:
         """(3, H, W) clamped render of the last step's parameters (before its update)."""
         return self.current
+
+    def optimiser_state(self) -> tuple[dict[str, Tensor], dict]:
+        """Adan's and the schedule's state as (tensors by name, JSON-able numbers), for :mod:`gilab.fit_checkpoint`."""
+        saved = self.optimizer.state_dict()
+        tensors = {f"{i}.{key}": v for i, state in saved["state"].items() for key, v in state.items() if torch.is_tensor(v)}
+        numbers = {f"{i}.{key}": v for i, state in saved["state"].items() for key, v in state.items()
+                   if not torch.is_tensor(v)}
+        return tensors, {"numbers": numbers, "param_groups": saved["param_groups"],
+                         "scheduler": self.scheduler.state_dict()}
+
+    def load_optimiser_state(self, tensors: dict[str, Tensor], meta: dict):
+        state: dict[int, dict] = {}
+        for key, value in [*tensors.items(), *meta["numbers"].items()]:
+            index, name = key.split(".", 1)
+            state.setdefault(int(index), {})[name] = value
+        self.optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        self.scheduler.load_state_dict(meta["scheduler"])
 
 
 def _stepper(model, target, lr, lr_step, blend, backend, fused, render_clamped):

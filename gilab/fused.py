@@ -191,6 +191,16 @@ class FusedStep:
         image = self._image.reshape(3, self.height, -1)[:, :, :self.width]
         return torch.from_numpy(np.clip(image, 0, 1))
 
+    def optimiser_state(self) -> tuple[dict[str, Tensor], dict]:
+        """Adan's running tensors and the step count (which also sets the schedule), for gilab.fit_checkpoint."""
+        return {name: torch.from_numpy(state.copy()) for name, state in self.state.items()}, {"iteration": self.iteration}
+
+    def load_optimiser_state(self, tensors: dict[str, Tensor], meta: dict):
+        for name, state in self.state.items():
+            state[...] = tensors[name].numpy()
+        self.iteration = int(meta["iteration"])
+        self._rendered = False  # the parameters changed under it
+
     # ------------------------------------------------------------------------------------------ helpers
     def _bind(self):
         """numpy views of the model's parameters (again if one's memory was replaced since the last step)."""

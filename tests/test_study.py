@@ -223,3 +223,45 @@ def test_a_start_cut_short_by_ctrl_c_is_never_saved_as_finished(tmp_path, tiny_f
     assert main(args) == 0 and len(calls) == 3  # only the interrupted start ran again
     study = json.loads((out / "runs" / "img0.json").read_text())
     assert [r["iteration"][-1] for r in study["runs"]] == [30, 30]
+
+
+def test_a_killed_start_continues_from_its_checkpoint(tmp_path, tiny_folder, monkeypatch):
+    # Iteration mode keeps each start's fit state in <out>/checkpoints: a start stopped at step 20 of 30 resumes there.
+    from gilab import fit_checkpoint
+    from gilab.study import protocol
+
+    out, real_fit, real_load, resumed_at = tmp_path / "conv", protocol.fit, fit_checkpoint.load, []
+
+    def stopped_once(image, **options):
+        if "init" not in options:  # the warm-up fit
+            return real_fit(image, **options)
+        options["checkpoint_every"] = 0  # a checkpoint after every step (the default is two minutes)
+        if not resumed_at and options["checkpoint"].name == "img0.random.fit" and not options["checkpoint"].exists():
+            score = options["callback"]
+
+            def kill_at_20(state):
+                score(state)
+                if state.iteration == 20:
+                    raise KeyboardInterrupt  # as a kill would, after the step-20 checkpoint
+
+            options["callback"] = kill_at_20
+        return real_fit(image, **options)
+
+    def spy_load(*args):
+        loaded = real_load(*args)
+        resumed_at.append(loaded[1])
+        return loaded
+
+    monkeypatch.setattr(protocol, "fit", stopped_once)
+    monkeypatch.setattr(fit_checkpoint, "load", spy_load)
+    args = ["study", "--images", str(tiny_folder), "--inits", "quadtree", "random", "--limit", "1",
+            "--iters", "30", "--out", str(out), "--figures", str(tmp_path / "figures")]
+    assert main(args) == 130
+    assert (out / "checkpoints" / "img0.random.fit").exists()
+    assert (out / "checkpoints" / "img0.random.fit.scores.json").exists()
+    assert main(args) == 0 and resumed_at == [20]
+    assert not list((out / "checkpoints").iterdir())  # finished: checkpoints and scores removed
+    run = json.loads((out / "runs" / "img0.json").read_text())["runs"][1]
+    assert run["init"] == "random" and run["iteration"] == list(range(31))
+    steps = [step for step, _ in run["ms_ssim"]]
+    assert steps == sorted(set(steps)) and steps[0] < 20 < steps[-1] == 30  # scores from before and after the stop

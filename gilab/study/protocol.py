@@ -140,11 +140,11 @@ class SnapshotRule:
 
 # --------------------------------------------------------------------- one run
 def run_one(image: torch.Tensor, kind: str, n: int | None, config: StudyConfig, generator=None,
-            progress: bool = False, save_prefix: Path | None = None) -> RunRecord:
+            progress: bool = False, save_prefix: Path | None = None, checkpoint: Path | None = None) -> RunRecord:
     """Fine-tune one start in the configured mode (time: :func:`run_one_timed`, iterations:
-    :func:`run_one_iterations`)."""
+    :func:`run_one_iterations`, which alone resumes from ``checkpoint``: a wall clock cannot be resumed)."""
     if config.mode == "iterations":
-        return run_one_iterations(image, kind, n, config, generator, progress, save_prefix)
+        return run_one_iterations(image, kind, n, config, generator, progress, save_prefix, checkpoint)
     return run_one_timed(image, kind, n, config, generator, progress, save_prefix)
 
 
@@ -175,23 +175,35 @@ def run_one_timed(image: torch.Tensor, kind: str, n: int | None, config: StudyCo
 
 
 def run_one_iterations(image: torch.Tensor, kind: str, n: int | None, config: StudyConfig, generator=None,
-                       progress: bool = False, save_prefix: Path | None = None) -> RunRecord:
+                       progress: bool = False, save_prefix: Path | None = None,
+                       checkpoint: Path | None = None) -> RunRecord:
     """One start for ``config.iterations`` steps: PSNR at every step up to 100 and log-spaced after (about
-    ``history_points`` rows), MS-SSIM at about 30 log-spaced steps (scored from the fit's own render)."""
+    ``history_points`` rows), MS-SSIM at about 30 log-spaced steps (scored from the fit's own render).
+
+    With ``checkpoint``, the fit keeps its state there every two minutes and a killed start continues from it
+    (:mod:`gilab.fit_checkpoint`); the MS-SSIM scores so far are kept beside it (``<checkpoint>.scores.json``)."""
     from ..metrics import ms_ssim
 
     gaussians, init_seconds = make_start(kind, image, n, config, generator)
     total = int(config.iterations)
     ssim_at = set(log_spaced_steps(total, 30))
-    scores: list[tuple[int, float]] = []
+    scores_path = None if checkpoint is None else Path(f"{checkpoint}.scores.json")
+    scores: dict[int, float] = {}  # by step: a resumed fit may score a step again (the same parameters)
+    if scores_path is not None and scores_path.exists() and Path(checkpoint).exists():
+        scores = {int(step): value for step, value in json.loads(scores_path.read_text())}
 
     def score(state: FitState):
         if state.iteration in ssim_at:
-            scores.append((state.iteration, ms_ssim(state.image, image, fallback="scales").item()))
+            scores[state.iteration] = ms_ssim(state.image, image, fallback="scales").item()
+            if scores_path is not None:
+                write_atomic(scores_path, json.dumps(sorted(scores.items())))
 
+    # return_on_interrupt=False: a start cut short by Ctrl-C is no result, and a resumed study would take it for one
     result = fit(image, init=gaussians, iters=total, param=config.param, seed=config.seed,
                  init_seconds=init_seconds, callback=score, callback_every=1, progress=progress,
-                 return_on_interrupt=False)
+                 return_on_interrupt=False, checkpoint=checkpoint)
+    if scores_path is not None:
+        scores_path.unlink(missing_ok=True)
     if save_prefix is not None:
         gaussians.save(f"{save_prefix}_{kind}_init.safetensors")
         result.gaussians.save(f"{save_prefix}_{kind}_{result.iterations}it.safetensors")
@@ -199,7 +211,7 @@ def run_one_iterations(image: torch.Tensor, kind: str, n: int | None, config: St
     keep = sorted(set(log_spaced_steps(len(h) - 1, config.history_points)) | set(range(min(101, len(h)))))
     return RunRecord(kind, len(gaussians), init_seconds, h.psnr[0], [],
                      [h.seconds[i] for i in keep], [h.psnr[i] for i in keep], [h.iteration[i] for i in keep],
-                     scores)
+                     sorted(scores.items()))
 
 
 def _scored(snap: Snapshot, g: Gaussians2D, image: torch.Tensor) -> Snapshot:
@@ -266,6 +278,7 @@ def run_study(images: list[Path], out: Path, config: StudyConfig, shard: tuple[i
         records, n = [], None
         snapshots_dir = out / "gaussians"
         snapshots_dir.mkdir(exist_ok=True)
+        (out / "checkpoints").mkdir(exist_ok=True)
         for kind in sorted(config.inits, key=INITS.index):  # the net first: it sets N
             # Each finished start is kept on its own, so a long run (50,000 iterations) loses at most one start.
             part = runs / "partial" / f"{Path(path).stem}.{kind}.json"
@@ -274,7 +287,8 @@ def run_study(images: list[Path], out: Path, config: StudyConfig, shard: tuple[i
                 # A bar per start in iteration mode (a 50,000-iteration start runs the better part of an hour);
                 # none in time mode, where the clock is the measurement.
                 record = run_one(image, kind, n, config, generator, progress=progress and config.mode == "iterations",
-                                 save_prefix=snapshots_dir / Path(path).stem)
+                                 save_prefix=snapshots_dir / Path(path).stem,
+                                 checkpoint=out / "checkpoints" / f"{Path(path).stem}.{kind}.fit")
                 part.parent.mkdir(exist_ok=True)
                 write_atomic(part, json.dumps({"config": asdict(config), "run": asdict(record)}))
             n = n or record.n
