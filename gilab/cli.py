@@ -18,6 +18,7 @@ from .files import IMAGE_SUFFIXES, distributed_shard, list_images, parse_shard, 
 
 DEMO_OUT = Path("out/demo")
 BACKEND_CHOICES = ["auto", "dense", "torch", "cpu", "gsplat", "triton"]
+CHECKPOINT_EVERY = 120.0  # seconds between the saved states of `gilab fit --checkpoint`
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,6 +133,8 @@ def _add_fit_options(p, n=None, iters=None, init="random"):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backend", default="auto", choices=BACKEND_CHOICES)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--checkpoint", action="store_true",
+                   help="keep the fit's state in OUT/fit.ckpt every two minutes; the same command continues from it")
 
 
 # ------------------------------------------------------------------ commands
@@ -145,10 +148,14 @@ def run_fit(args, image=None, name=None) -> int:
     out = args.out if args.out is not None else Path("out") / name
     _check_output_folder(out)
     iters = args.iters if args.seconds is None else None  # --iters and --seconds exclude each other
+    checkpoint = out / "fit.ckpt" if args.checkpoint else None
     result = fit(image, init=args.init, n=args.n, iters=iters, seconds=args.seconds, param=args.param,
-                 lr=args.lr, seed=args.seed, backend=args.backend, progress=not args.no_progress)
+                 lr=args.lr, seed=args.seed, backend=args.backend, progress=not args.no_progress,
+                 checkpoint=checkpoint, checkpoint_every=CHECKPOINT_EVERY)
     write_fit_outputs(result, image, out)
     print(result.summary())
+    if result.interrupted and checkpoint is not None and checkpoint.exists():
+        print(f"gilab {args.command}: interrupted; the same command continues from {checkpoint}", file=sys.stderr)
     if result.diverged:
         print(f"gilab {args.command}: warning: the loss turned non-finite; the outputs hold the last finite step "
               "(try a smaller --lr)", file=sys.stderr)

@@ -67,3 +67,25 @@ def test_demo_image_ships_with_a_dependency():
     assert image.shape[0] == 3 and min(image.shape[1:]) >= 256 and 0 <= image.min() and image.max() <= 1
     assert image.std() > 0.05  # a real photograph, not a placeholder
     assert image.dtype == torch.float32
+
+
+def test_fit_checkpoint_continues_after_ctrl_c(tmp_path, small_png, capsys, monkeypatch):
+    import gilab.cli
+    import gilab.fitting
+
+    out, real_advance = tmp_path / "out", gilab.fitting._advance
+    monkeypatch.setattr(gilab.cli, "CHECKPOINT_EVERY", 0.0)  # a saved state after every step
+
+    def ctrl_c_at_25(bar, iteration, history, iters):
+        real_advance(bar, iteration, history, iters)
+        if iteration == 25:
+            raise KeyboardInterrupt
+
+    args = ["fit", str(small_png), "--n", "80", "--iters", "40", "--out", str(out), "--no-progress", "--checkpoint"]
+    monkeypatch.setattr(gilab.fitting, "_advance", ctrl_c_at_25)
+    assert main(args) == 0  # the outputs of the 25 steps are written, and the state is kept
+    assert "the same command continues from" in capsys.readouterr().err and (out / "fit.ckpt").exists()
+    monkeypatch.setattr(gilab.fitting, "_advance", real_advance)
+    assert main(args) == 0
+    assert json.loads((out / "history.json").read_text())["iteration"] == list(range(41))
+    assert not (out / "fit.ckpt").exists()
