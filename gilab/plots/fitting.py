@@ -25,13 +25,14 @@ def plot_history(history, ax=None, x: str = "seconds", label: str | None = None,
 
 
 def log_axis(ax, axis: str = "x"):
-    """A log axis labelled 1, 2, 5, 10, 20, ... (plain numbers, not powers of ten)."""
+    """A log axis labelled 1, 2, 5, 10, 20, ..., 1k, 2k (plain numbers, not powers of ten)."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     target = ax.xaxis if axis == "x" else ax.yaxis
     (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
     target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    # 1k, 2k, 5k, 10k rather than 1000 ... 10000: long labels run into each other on a four-decade axis
+    target.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1000:g}k" if v >= 1000 else f"{v:g}"))
     target.set_minor_formatter(NullFormatter())
 
 
