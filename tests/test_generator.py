@@ -346,3 +346,57 @@ def test_density_gain_spans_the_range_and_the_loss_weights_are_configurable():
     ssim_only = reconstruction_loss(render, target, ppm, 0.0, 1.0)
     paper = reconstruction_loss(render, target, ppm)
     torch.testing.assert_close(paper, 0.7 * mse_only + 0.3 * ssim_only)
+
+
+def _train_a_few_steps(seed=0, steps=8):
+    """A tiny generator trained on 4 fixed 64x64 crops (the notebook 04 demo, smaller): each step's loss and N."""
+    import torch.nn.functional as F
+
+    import gilab
+    from gilab.training import GeneratorLoss, TrainConfig
+
+    torch.manual_seed(seed)
+    tiny = Generator(GeneratorConfig(widths=(16, 32, 48, 64), depths=(1, 1, 1, 1), decoder_widths=(48, 32, 32, 24, 16),
+                                     feat_dim=32, field_hidden=64))  # notebook 04's; TINY is too small to show it
+    loss_fn = GeneratorLoss(tiny, TrainConfig(model=tiny.config))
+    source = F.interpolate(gilab.io.default_image()[None], size=(150, 128), mode="area")[0]
+    ppm = gilab.training.ppm_from_image(source, iters=0)
+    corners = [(10, 20), (40, 50), (80, 5), (86, 60)]
+    crops = torch.stack([source[:, y:y + 64, x:x + 64] for y, x in corners])
+    crop_ppms = torch.stack([ppm[y:y + 64, x:x + 64] for y, x in corners])
+    optimizer, trace = torch.optim.Adam(tiny.parameters(), lr=2e-3), []
+    for _ in range(steps):
+        losses = loss_fn(crops, crop_ppms)
+        optimizer.zero_grad()
+        losses["loss"].backward()
+        optimizer.step()
+        trace.append((losses["loss"].item(), losses["n"].item()))
+    return trace
+
+
+def test_training_is_reproducible_from_its_seed():
+    # PyTorch's default CPU backward of a gather adds from several threads in no fixed order; dithering turns the
+    # last-bit differences into another N. Under gilab.training.deterministic() the same seed gives the same run.
+    from gilab.training import deterministic
+
+    before = torch.are_deterministic_algorithms_enabled()
+    with deterministic():
+        assert torch.are_deterministic_algorithms_enabled()
+        first, second = _train_a_few_steps(), _train_a_few_steps()
+    assert torch.are_deterministic_algorithms_enabled() == before  # restored
+    assert first == second
+
+
+def test_train_runs_with_deterministic_algorithms(tmp_path, monkeypatch):
+    from gilab.training import losses, train
+
+    real, seen = losses.GeneratorLoss.forward, []
+
+    def spy(self, *args, **kwargs):
+        seen.append(torch.are_deterministic_algorithms_enabled())
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(losses.GeneratorLoss, "forward", spy)
+    _tiny_dataset(tmp_path)
+    train(_tiny_config(tmp_path, max_steps=1), progress=False)
+    assert seen and all(seen) and not torch.are_deterministic_algorithms_enabled()

@@ -13,9 +13,10 @@ inference and weights only.
 from .checkpoints import export, load_checkpoint
 from .config import TrainConfig
 from .data import CropDataset, load_pairs
-from .loop import train, validate
+from .loop import deterministic, train, validate
 from .losses import GeneratorLoss, focal_mse, reconstruction_loss, ssim_map
 from .targets import load_ppm, ppm_from_image, prepare_ppm
 
-__all__ = ["CropDataset", "GeneratorLoss", "TrainConfig", "export", "focal_mse", "load_checkpoint", "load_pairs",
-           "load_ppm", "ppm_from_image", "prepare_ppm", "reconstruction_loss", "ssim_map", "train", "validate"]
+__all__ = ["CropDataset", "GeneratorLoss", "TrainConfig", "deterministic", "export", "focal_mse", "load_checkpoint",
+           "load_pairs", "load_ppm", "ppm_from_image", "prepare_ppm", "reconstruction_loss", "ssim_map", "train",
+           "validate"]

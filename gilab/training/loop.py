@@ -11,6 +11,7 @@ command resumes. ``<out>/log.jsonl`` and ``<out>/curves.png`` hold the curves.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -94,8 +95,31 @@ def _batches(n_items: int, batch: int, epoch: int, seed: int, rank: int, world: 
     return [mine[i:i + batch] for i in range(0, len(mine) - batch + 1, batch)]
 
 
+@contextlib.contextmanager
+def deterministic():
+    """PyTorch's deterministic algorithms inside the block, the previous setting restored after.
+
+    Why: the generator's backward gathers features at triangle corners, and PyTorch's default CPU backward of such
+    a gather adds into shared rows from several threads in no fixed order. The sums then differ in the last bit
+    from run to run, and dithering, which thresholds the map, turns that bit into a different N within a few steps:
+    the same seed gave another run. The deterministic versions cost nothing measurable here.
+    """
+    previous = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)  # warn_only: an op without one warns, never stops a run
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+
+
 def train(cfg: TrainConfig, progress: bool = True) -> Generator:
-    """Run (or resume) training as ``cfg`` says; returns the trained generator (rank 0's copy on every rank)."""
+    """Run (or resume) training as ``cfg`` says; returns the trained generator (rank 0's copy on every rank).
+    The same config and seed give the same run (:func:`deterministic`)."""
+    with deterministic():
+        return _train(cfg, progress)
+
+
+def _train(cfg: TrainConfig, progress: bool) -> Generator:
     from tqdm.auto import tqdm
 
     rank, world, device = setup_distributed()
