@@ -2,12 +2,13 @@
 
     fit(image, init=start, iters=50_000, checkpoint="out/kodim05.fit")   # killed at 31,200? run it again
 
-Every ``checkpoint_every`` seconds, between whole steps (never from the Ctrl-C handler, which may land mid-update),
-the fit writes one safetensors file: the trainable parameters, the optimiser's state (Adan's running tensors and step count, the learning-rate schedule), the history
-so far, and what the fit is (image size, N, recipe). The same call finds the file and continues from there, so a
-kill or Ctrl-C loses at most ``checkpoint_every`` seconds; a file of another fit is refused in one line, never half-used.
-A finished fit deletes its file. Writes are atomic (a crash mid-write leaves the previous file), and reading runs
-no code (safetensors holds tensors and strings only).
+Every ``checkpoint_every`` seconds, between whole steps (never from the Ctrl-C handler, which may land
+mid-update), the fit writes one safetensors file: the trainable parameters, the optimiser's state (Adan's running
+tensors and step count, the learning-rate schedule), the history so far, and what the fit is (image size, N,
+recipe). The same call finds the file and continues from there, so a kill or Ctrl-C loses at most
+``checkpoint_every`` seconds; a file of another fit is refused in one line, never half-used. A finished fit deletes
+its file. Writes are atomic (a crash mid-write leaves the previous file), and reading runs no code (safetensors
+holds tensors and strings only).
 
 The optimiser's state comes from the stepper (``optimiser_state`` / ``load_optimiser_state``), the same contract
 for the autograd step and the fused one, so a resumed fit continues the trajectory it was on.
