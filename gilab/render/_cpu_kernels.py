@@ -228,13 +228,14 @@ def cutoff_rows(mx, my, a, b, c, level2, height):
 @njit(**_JIT)
 def row_spans(mx, my, a, b, c, level2, first, last, width, spans):
     """spans[r] = (first, last) columns of row ``first + r`` whose pixel centres lie inside d^T Q d <= level2,
-    for the rows first..last (first > last in a pair: none). Scalars float64, ``spans`` (>= rows, 2) int64.
+    for the rows first..last (first > last in a pair: none). Scalars float64, ``spans`` (>= rows, 2) int32.
 
     With dy = i + 0.5 - my, the row cuts the ellipse where a dx^2 + 2 b dy dx + c dy^2 = level2,
-    dx = -(b / a) dy +- sqrt(level2 / a - (det / a^2) dy^2). The rows are independent, so they are computed
-    together before the pixels, which keeps their square roots off the critical path of each row's pixels.
-    Spans are always inside [0, width - 1] (or empty), whatever the inputs (inf, NaN): the pixel loops
-    index without bounds checks.
+    dx = -(b / a) dy +- sqrt(level2 / a - (det / a^2) dy^2). The rows are independent and the loop has no
+    branch, so LLVM vectorises it (square roots and roundings eight rows at a time): it runs once per Gaussian
+    and band in the forward and once per Gaussian in the backward, which at footprints of a few pixels cost as
+    much as the pixels. Spans are always inside [0, width - 1] (or empty), whatever the inputs (inf, NaN): the
+    pixel loops index without bounds checks.
     """
     if not is_positive_definite(a, b, c):
         for r in range(last - first + 1):
@@ -249,10 +250,11 @@ def row_spans(mx, my, a, b, c, level2, first, last, width, spans):
         disc = reach2 - shrink * dy * dy
         half = math.sqrt(max(disc, 0.0))
         centre = mx - slope * dy - 0.5  # column j's centre is j + 0.5
-        lo, hi = np.ceil(centre - half), np.floor(centre + half)
-        if not (disc >= 0.0 and lo <= hi and hi >= 0.0 and lo <= top):  # also catches NaN
-            lo, hi = 0.0, -1.0
-        spans[r, 0], spans[r, 1] = int(max(lo, 0.0)), int(min(hi, top))
+        lo = max(np.ceil(centre - half), 0.0)
+        hi = min(np.floor(centre + half), top)
+        inside = (disc >= 0.0) & (lo <= hi)  # False for NaN, and for a span wholly left or right of the image
+        spans[r, 0] = np.int32(lo) if inside else np.int32(0)
+        spans[r, 1] = np.int32(hi) if inside else np.int32(-1)
 
 
 @njit(parallel=True, **_JIT)
@@ -373,7 +375,7 @@ def forward_sum(means, conics, colors, opacities, level2, rows, band_start, band
         use_wide_vectors()
         band_lo = band * BAND_ROWS
         band_hi = min(band_lo + BAND_ROWS, height) - 1
-        spans = np.empty((BAND_ROWS, 2), np.int64)  # scratch, once per band
+        spans = np.empty((BAND_ROWS, 2), np.int32)  # scratch, once per band
         for e in range(band_start[band], band_start[band + 1]):
             g = band_ids[e]
             mx, my, a, b, c, o = means[g, 0], means[g, 1], conics[g, 0], conics[g, 1], conics[g, 2], opacities[g]
@@ -412,7 +414,7 @@ def forward_alpha(means, conics, colors, opacities, level2, rows, band_start, ba
         use_wide_vectors()
         band_lo = band * BAND_ROWS
         band_hi = min(band_lo + BAND_ROWS, height) - 1
-        spans = np.empty((BAND_ROWS, 2), np.int64)  # scratch, once per band
+        spans = np.empty((BAND_ROWS, 2), np.int32)  # scratch, once per band
         for e in range(band_start[band], band_start[band + 1]):
             g = band_ids[e]
             mx, my, a, b, c, o = means[g, 0], means[g, 1], conics[g, 0], conics[g, 1], conics[g, 2], opacities[g]
@@ -476,7 +478,7 @@ def backward_sum(means, conics, colors, opacities, level2, rows, order, grad, he
         # the N_SUMS sums in LANES independent lanes each (LLVM keeps them in vector registers), flushed into
         # float64 every FLUSH_ROWS rows so that float32 rounding cannot build up over a large Gaussian.
         lanes = np.empty((N_SUMS, LANES), grad.dtype)
-        spans = np.empty((height, 2), np.int64)
+        spans = np.empty((height, 2), np.int32)
         for k in range(chunk * n // n_chunks, (chunk + 1) * n // n_chunks):
             g = order[k]
             mx, my, a, b, c, o = means[g, 0], means[g, 1], conics[g, 0], conics[g, 1], conics[g, 2], opacities[g]
@@ -504,7 +506,7 @@ def backward_sum(means, conics, colors, opacities, level2, rows, order, grad, he
                         gradient_group(lanes, grad, base, plane, start, LANES, mx, a, b, o, c0, c1, c2, dy, cdyy,
                                        dy2)
                 if (i - first) % FLUSH_ROWS == FLUSH_ROWS - 1 or i == last:
-                    _flush(lanes, sums, g)
+                    _flush(lanes, sums[g])
 
 
 @njit(**_JIT)
@@ -515,13 +517,16 @@ def _zero(lanes):
 
 
 @njit(**_JIT)
-def _flush(lanes, sums, g):
-    """sums[g, q] += the LANES lanes of sum q, added in float64."""
-    for q in range(lanes.shape[0]):
-        total = 0.0
-        for lane in range(LANES):
-            total += np.float64(lanes[q, lane])
-        sums[g, q] += total
+def _flush(lanes, total):
+    """total[q] += the LANES lanes of sum q, added in float64 as a tree of depth 4 (a chain of 16 dependent
+    additions per sum took as long as a small Gaussian's pixels)."""
+    for q in range(N_SUMS):
+        x = lanes[q]
+        s0 = (np.float64(x[0]) + np.float64(x[8])) + (np.float64(x[4]) + np.float64(x[12]))
+        s1 = (np.float64(x[1]) + np.float64(x[9])) + (np.float64(x[5]) + np.float64(x[13]))
+        s2 = (np.float64(x[2]) + np.float64(x[10])) + (np.float64(x[6]) + np.float64(x[14]))
+        s3 = (np.float64(x[3]) + np.float64(x[11])) + (np.float64(x[7]) + np.float64(x[15]))
+        total[q] += (s0 + s2) + (s1 + s3)
 
 
 @njit(**_JIT)
@@ -560,7 +565,7 @@ def backward_alpha(means, conics, colors, opacities, level2, rows, band_start, b
         use_wide_vectors()
         band_lo = band * BAND_ROWS
         band_hi = min(band_lo + BAND_ROWS, height) - 1
-        spans = np.empty((BAND_ROWS, 2), np.int64)  # scratch, once per band
+        spans = np.empty((BAND_ROWS, 2), np.int32)  # scratch, once per band
         row_sums = np.empty(6, np.float64)  # scratch, once per band
         total = np.empty(N_SUMS, np.float64)
         for e in range(band_start[band + 1] - 1, band_start[band] - 1, -1):
@@ -638,7 +643,7 @@ def count_evaluations(means, conics, opacities, level2, rows, band_start, band_i
         use_wide_vectors()
         band_lo = band * BAND_ROWS
         band_hi = min(band_lo + BAND_ROWS, height) - 1
-        spans = np.empty((BAND_ROWS, 2), np.int64)  # scratch, once per band
+        spans = np.empty((BAND_ROWS, 2), np.int32)  # scratch, once per band
         band_inside = 0
         band_visited = 0
         for e in range(band_start[band], band_start[band + 1]):

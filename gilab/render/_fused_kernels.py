@@ -37,6 +37,8 @@ from ._cpu_kernels import (
     HALF_LANES,
     LANES,
     N_SUMS,
+    _flush,
+    _zero,
     cutoff_rows,
     gradient_group,
     row_spans,
@@ -171,7 +173,7 @@ def forward_sum_loss(means, conics, colors, opacities, level2, rows, band_start,
         for k in range(3):  # this band's rows, padding included, zeroed by the thread that renders them
             for p in range(k * height * padded + band_lo * padded, k * height * padded + (band_hi + 1) * padded):
                 image[p] = zero
-        spans = np.empty((BAND_ROWS, 2), np.int64)  # scratch, once per band
+        spans = np.empty((BAND_ROWS, 2), np.int32)  # scratch, once per band
         for e in range(band_start[band], band_start[band + 1]):
             g = band_ids[e]
             mx, my, a, b, c, o = means[g, 0], means[g, 1], conics[g, 0], conics[g, 1], conics[g, 2], opacities[g]
@@ -226,23 +228,6 @@ def loss_gradient(image, target, grad):
 
 
 # ------------------------------------------------------------------------------------------- backward
-@njit(**_JIT)
-def _zero(lanes):
-    for q in range(N_SUMS):
-        for lane in range(LANES):
-            lanes[q, lane] = 0.0
-
-
-@njit(**_JIT)
-def _flush(lanes, sums):
-    """sums[q] += the LANES lanes of sum q, added in float64."""
-    for q in range(N_SUMS):
-        total = 0.0
-        for lane in range(LANES):
-            total += np.float64(lanes[q, lane])
-        sums[q] += total
-
-
 @njit(parallel=True, **_JIT)
 def backward_sum(means, conics, colors, opacities, level2, rows, order, grad, height, width, sums, n_chunks):
     """sums (N, N_SUMS) float64 of every Gaussian in ``order`` over its footprint, as
@@ -257,7 +242,7 @@ def backward_sum(means, conics, colors, opacities, level2, rows, order, grad, he
     for chunk in prange(n_chunks):
         use_wide_vectors()
         lanes = np.empty((N_SUMS, LANES), grad.dtype)  # scratch, once per chunk
-        spans = np.empty((height, 2), np.int64)
+        spans = np.empty((height, 2), np.int32)
         total = np.empty(N_SUMS, np.float64)
         for k in range(chunk * n // n_chunks, (chunk + 1) * n // n_chunks):
             g = order[k]
