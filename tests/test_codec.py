@@ -141,6 +141,27 @@ def test_quantised_model_renders_its_own_quantised_gaussians():
     assert torch.allclose(decoded.means[order], g.means.detach()[mine])
 
 
+def _quantised_loss(model, image):
+    decoded = model.quantised().to_gaussians()
+    return float(torch.mean((gilab.render(decoded, backend="torch").clamp(0, 1) - image) ** 2))
+
+
+@pytest.mark.parametrize("lr, must_improve", [(1.0, False), (1e-3, True)])
+def test_quantisation_aware_tuning_never_ends_worse_than_rounding_once(lr, must_improve):
+    """The run keeps its best quantised state: even a reckless rate cannot leave a worse file than rounding the
+    fit once, and the default rate improves on it."""
+    image = smooth_image(24, 32)
+    fitted = gilab.fit(image, n=40, iters=150, lr=1e-2, backend="torch", progress=False, seed=0).gaussians
+    settings = CodecSettings(position_bits=6, cholesky_bits=3, stages=1, codebook_size=4)
+    rounded = _quantised_loss(QuantisedModel(fitted, 24, 32, settings), image)
+    model = QuantisedModel(fitted, 24, 32, settings)
+    assert codec.finetune_quantised(model, image, iters=40, lr=lr, backend="torch") == 40
+    tuned = _quantised_loss(model, image)
+    assert tuned <= rounded * (1 + 1e-4)
+    if must_improve:
+        assert tuned < 0.95 * rounded
+
+
 # ------------------------------------------------------------------ bad files
 def one_line_error(data) -> str:
     with pytest.raises(BitstreamError) as info:
@@ -184,7 +205,8 @@ def test_newer_version_and_inconsistent_counts_with_a_valid_checksum(compressed)
 # ------------------------------------------------------------------ options
 @pytest.mark.parametrize("kwargs", [{"bpp": 0.5, "n": 10}, {}, {"bpp": -1.0}, {"n": 0}, {"n": 5, "init": "quadtree"},
                                     {"n": 5, "settings": CodecSettings(position_bits=17)},
-                                    {"n": 5, "seconds": 1.0, "iters": 3}, {"bpp": float("nan")}])
+                                    {"n": 5, "seconds": 1.0, "iters": 3}, {"bpp": float("nan")},
+                                    {"n": 5, "qat_lr": 0.0}])
 def test_bad_options_are_refused_before_any_work(kwargs):
     with pytest.raises(ArgumentError) as info:
         codec.compress(smooth_image(24, 32), **kwargs)

