@@ -1,11 +1,13 @@
 """gilab.codec: exact round trips, honest bit counts, one-line errors for bad files, the CLI."""
 
+import json
 import struct
 import zlib
 
 import numpy as np
 import pytest
 import torch
+from conftest import load_benchmark, synthetic_image
 from PIL import Image
 from test_fit import smooth_image
 
@@ -17,6 +19,7 @@ from gilab.codec.entropy import decode_streams, encode_streams, histogram, pack_
 from gilab.codec.quantisers import UniformQuantiser, canonical_cholesky, position_quantiser
 from gilab.codec.rvq import codeword_sum, fit_codebooks, nearest_codewords
 from gilab.errors import ArgumentError, FileFormatError, GilabError
+from gilab.io import load_image
 
 
 def random_quantised(n=300, size=(40, 56), position_bits=9, cholesky_bits=5, stages=2, codebook=8, seed=0):
@@ -258,3 +261,30 @@ def test_cli_mistakes_are_one_line_exit_2(tmp_path, small_png, capsys, args, say
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and says in err and err.startswith(f"gilab {args[0]}: error:")
+
+
+# ------------------------------------------------------------------ benchmarks/codec_iterations.py
+def test_codec_iterations_brackets_gilab_with_jpeg_and_counts_wins(tmp_path):
+    """The fixed-iteration study's summary: JPEG's two files bracket gilab's rate, and a win is counted only where
+    gilab's PSNR is above JPEG's."""
+    bench = load_benchmark("codec_iterations")
+    paths = {}
+    for k, size in enumerate([(96, 128), (128, 96)]):
+        paths[f"img{k}"] = tmp_path / f"img{k}.png"
+        pixels = (synthetic_image(*size) * 255).round().byte().permute(1, 2, 0).numpy()
+        Image.fromarray(pixels).save(paths[f"img{k}"])
+    rate = 8 * len(load_benchmark("codec").pillow_encode(load_image(paths["img0"]), "JPEG", 40)[0]) / (96 * 128)
+    bracket = bench.jpeg_bracket(paths["img0"], rate)
+    assert bracket["below"]["bpp"] <= rate < bracket["above"]["bpp"]
+    assert bracket["above"]["quality"] == bracket["below"]["quality"] + 1
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    record = {"iters": 10, "target_bpp": rate, "n": 5, "bpp": rate, "ms_ssim": 0.5, "psnr_before_quantisation": 30.0,
+              "encode_s": 1.0, "iterations": [7, 3], "load_average": 0.0}
+    lines = [{**record, "image": "img0", "psnr": 99.0}, {**record, "image": "img1", "psnr": 1.0}]
+    (cache / "iters_10.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    rows = bench.summarise(cache, paths)
+    row = rows["iters_10"]
+    assert row["images"] == 2 and row["gilab"]["psnr"] == 50.0
+    assert row["gilab_wins_in_psnr_over_jpeg_below"] == 1 and row["gilab_wins_in_psnr_over_jpeg_above"] == 1
+    assert "| 10 | 2 |" in bench.table(rows)
