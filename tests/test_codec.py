@@ -287,4 +287,9 @@ def test_codec_iterations_brackets_gilab_with_jpeg_and_counts_wins(tmp_path):
     row = rows["iters_10"]
     assert row["images"] == 2 and row["gilab"]["psnr"] == 50.0
     assert row["gilab_wins_in_psnr_over_jpeg_below"] == 1 and row["gilab_wins_in_psnr_over_jpeg_above"] == 1
+    assert row["gilab_wins_in_psnr_at_equal_rate"] == 1
+    low, high = bracket["below"], bracket["above"]
+    middle = 0.5 * (low["bpp"] + high["bpp"])
+    assert bench.jpeg_at(bracket, middle, "psnr") == pytest.approx(0.5 * (low["psnr"] + high["psnr"]))
+    assert bench.jpeg_at(bracket, low["bpp"] - 0.01, "psnr") == low["psnr"]  # JPEG cannot go lower: its own file
     assert "| 10 | 2 |" in bench.table(rows)
