@@ -275,7 +275,8 @@ def _add_codec(sub):
     p.add_argument("--init", choices=["net", "random"], default="net", help="where the fit starts (default net)")
     p.add_argument("--iters", type=int, default=None, help="iteration budget (default 1000)")
     p.add_argument("--seconds", type=float, default=None, help="or a wall-clock budget, everything included")
-    p.add_argument("--lr", type=float, default=1e-2)
+    p.add_argument("--lr", type=float, default=1e-2,
+                   help="Adan's rate for the float fit (the quantisation-aware phase starts at 1e-3 and falls to 0)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backend", default="auto", choices=BACKEND_CHOICES)
     p.add_argument("-o", "--out", type=Path, default=None, help="output file (default: <image name>.gic)")
