@@ -21,7 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-TARGETS = {"psnr_over_quadtree_db": 1.5, "psnr_db": 27.0, "max_mean_n": 45_000}
+#: Issue 18: the start as shipped >= 28.5 dB (the paper: 29.68 dB), the fields alone >= 27.5 dB, at N <= 45,000.
+TARGETS = {"psnr_over_quadtree_db": 1.5, "psnr_db": 28.5, "psnr_fields_db": 27.5, "max_mean_n": 45_000}
 REFERENCE = {"n": 42_858, "psnr_db": 29.68, "init_seconds_gpu": 0.25, "params": "~100 M (ConvNeXt-Base UNet)"}
 
 
@@ -123,6 +124,8 @@ def main(argv=None) -> int:
         f"psnr >= {TARGETS['psnr_db']} dB": summary["psnr"] >= TARGETS["psnr_db"],
         f"mean N <= {TARGETS['max_mean_n']}": summary["n"] <= TARGETS["max_mean_n"],
     }
+    if step:
+        checks[f"fields alone >= {TARGETS['psnr_fields_db']} dB"] = summary["psnr_fields"] >= TARGETS["psnr_fields_db"]
     meta = getattr(gen, "metadata", {})
     out = {"benchmark": "generator init on Kodak (no fine-tuning)", "settings": {**kw, "colour_step": step, "backend": args.backend},
            "weights": str(args.weights or "shipped"), "model_config": json.loads(meta.get("config", "{}")),

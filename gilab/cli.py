@@ -402,11 +402,14 @@ def _add_train_generator(sub):
     for f in fields(TrainConfig):
         if f.name == "model":
             continue
-        t = str(f.type)  # "int", "float | None", "str | None", ... (annotations are strings here)
+        t = str(f.type)  # "int", "float | None", "str | None", "bool", ... (annotations are strings here)
+        flag, text = "--" + f.name.replace("_", "-"), f.metadata.get("help", "").replace("%", "%%")
+        if t == "bool":
+            p.add_argument(flag, action="store_true", default=None, help=text)
+            continue
         kind = float if "float" in t else int if "int" in t else str
         default = "" if f.default is None else f" (default: {f.default})"
-        p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=None,
-                       help=f.metadata.get("help", "").replace("%", "%%") + default)
+        p.add_argument(flag, type=kind, default=None, help=text + default)
     p.set_defaults(run=run_train_generator)
 
 

@@ -335,6 +335,30 @@ def test_init_from_weights_of_another_angle_is_refused(tmp_path):
     assert initial_weights(path, GeneratorConfig(**{**TINY.to_dict(), "angle": "sigmoid"}))
 
 
+def test_converted_paper_angle_weights_place_size_and_colour_every_gaussian_as_before(tmp_path):
+    from gilab.training.checkpoints import initial_weights
+
+    torch.manual_seed(0)
+    paper = Generator(GeneratorConfig(**{**TINY.to_dict(), "angle": "sigmoid"})).eval()
+    for name in ("bc", "sigma", "opacity"):  # make the weights on the paper's always-zero inputs matter if read
+        getattr(paper.fields, name)[0].weight.data[:, -4:-2].normal_(std=3.0)
+    paper.fields.sigma[-1].bias.data[2] = 0.7  # a field that turns (a fresh one starts at r = 0)
+    path = paper.save_pretrained(tmp_path / "w.safetensors")
+    offset_cfg = GeneratorConfig(**{**TINY.to_dict(), "angle": "offset"})
+    converted = Generator(offset_cfg).eval()
+    converted.load_state_dict(initial_weights(path, offset_cfg, convert_angle=True))
+    image = torch.rand(3, 48, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        before, after = paper(image, colour_step=False), converted(image, colour_step=False)
+    assert len(before) == len(after) > 20
+    for field in ("means", "colors"):
+        torch.testing.assert_close(getattr(after, field), getattr(before, field))
+    # the same ellipses (scales), turned by the same r through the other form: angles differ, sizes do not
+    eig = [torch.linalg.eigvalsh(g.covariances()) for g in (before, after)]
+    torch.testing.assert_close(eig[1], eig[0], rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(before.covariances(), after.covariances(), atol=1e-3)
+
+
 def test_density_gain_spans_the_range_and_the_loss_weights_are_configurable():
     from gilab.training.losses import density_gain, reconstruction_loss
 
@@ -400,3 +424,27 @@ def test_train_runs_with_deterministic_algorithms(tmp_path, monkeypatch):
     _tiny_dataset(tmp_path)
     train(_tiny_config(tmp_path, max_steps=1), progress=False)
     assert seen and all(seen) and not torch.are_deterministic_algorithms_enabled()
+
+
+def test_generator_val_compares_weights_on_held_out_images(tmp_path, monkeypatch):
+    """benchmarks/generator_val.py: the images after --skip, paired against the first weights; a short set is exit 2."""
+    from PIL import Image
+
+    bench = load_benchmark("generator_val")
+    val = tmp_path / "data" / "train" / "bsds500" / "val"
+    val.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray((rng.random((40, 56, 3)) * 255).astype(np.uint8)).save(val / f"{i}.jpg")
+    monkeypatch.setenv("GILAB_DATA", str(tmp_path / "data"))
+    torch.manual_seed(0)
+    paths = [Generator(TINY).save_pretrained(tmp_path / f"w{i}.safetensors") for i in range(2)]
+    out = tmp_path / "val.json"
+    assert bench.main(["--weights", *map(str, paths), "--skip", "1", "--count", "3", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["images"] == ["1.jpg", "2.jpg", "3.jpg"]
+    first, second = (result["summary"][str(p)] for p in paths)
+    assert first["psnr_fields_minus_first"] == 0 and first["psnr_colour_step_images_better"] == 0
+    row = result["per_image"][0]
+    assert second["psnr_fields_minus_first"] != 0 and row[str(paths[1])]["n"] > 0
+    assert bench.main(["--weights", str(paths[0]), "--skip", "2", "--count", "3", "--out", str(out)]) == 2

@@ -93,6 +93,25 @@ def test_a_changed_configuration_is_not_reused(tmp_path, tiny_folder, capsys):
     assert (out / "runs" / "img0.json").read_text() == first  # untouched, never mixed
 
 
+def test_results_of_other_generator_weights_are_not_reused(tmp_path):
+    import hashlib
+    import json
+
+    from gilab.errors import GilabError
+    from gilab.generator.generator import WEIGHTS
+    from gilab.study.protocol import StudyConfig, check_configuration, weights_fingerprint
+
+    assert weights_fingerprint() == hashlib.sha256(WEIGHTS.read_bytes()).hexdigest()[:16]
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    old = StudyConfig(iterations=10, generator="0123456789abcdef")
+    (runs / "img0.json").write_text(json.dumps({"config": old.__dict__ | {"budgets": list(old.budgets),
+                                                                           "inits": list(old.inits)}}))
+    check_configuration(runs, old)  # the same weights: reused
+    with pytest.raises(GilabError, match="generator 0123456789abcdef \\(asked: fedcba9876543210\\)"):
+        check_configuration(runs, StudyConfig(iterations=10, generator="fedcba9876543210"))
+
+
 class FakeState:
     def __init__(self, seconds, iteration):
         self.seconds, self.iteration = seconds, iteration

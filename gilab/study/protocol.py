@@ -22,7 +22,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -49,6 +49,7 @@ class StudyConfig:
     history_points: int = 400        # the PSNR curve kept per run (log-spaced)
     slow_factor: float = 1.0         # time mode: quadtree and random run this multiple of the largest budget
     iterations: int | None = None    # iteration mode: every start runs this many steps (budgets unused)
+    generator: str = ""              # the net start's weights: sha256 of the file (first 16 hex); run_study sets it
 
     @property
     def mode(self) -> str:
@@ -263,6 +264,8 @@ def run_study(images: list[Path], out: Path, config: StudyConfig, shard: tuple[i
 
     runs = out / "runs"
     runs.mkdir(parents=True, exist_ok=True)
+    if "net" in config.inits and not config.generator:  # results of other weights must not be mixed in either
+        config = replace(config, generator=weights_fingerprint())
     check_configuration(runs, config)
     index, count = shard
     mine = [p for i, p in enumerate(sorted(images)) if i % count == index]
@@ -333,6 +336,15 @@ def warm_up():
     image = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0))
     fit(image, n=20, iters=2, progress=False)
     fit(image, n=20, iters=2, param="rs", progress=False)
+
+
+def weights_fingerprint(path: Path | None = None) -> str:
+    """The first 16 hex digits of the sha256 of the generator's weights file (default: the shipped one)."""
+    import hashlib
+
+    from ..generator.generator import WEIGHTS
+
+    return hashlib.sha256(Path(path or WEIGHTS).read_bytes()).hexdigest()[:16]
 
 
 def _load_generator():

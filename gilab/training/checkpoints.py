@@ -15,7 +15,7 @@ import torch
 
 from ..errors import FileFormatError
 from ..files import atomic_path
-from ..generator import Generator
+from ..generator import Generator, GeneratorConfig
 from .config import TrainConfig
 
 #: What a checkpoint written by :func:`save_checkpoint` holds.
@@ -57,11 +57,12 @@ def load_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
-def initial_weights(path: Path, config=None) -> dict:
+def initial_weights(path: Path, config=None, convert_angle: bool = False) -> dict:
     """The model state dict in a training checkpoint (.pt) or in shipped weights (.safetensors).
 
     With ``config`` (a GeneratorConfig), weights of a network with another shape or angle parametrisation are
-    refused in one line: loading them would silently change what every weight means."""
+    refused in one line: loading them would silently change what every weight means. ``convert_angle`` lets
+    weights trained with the paper's angle start an ``angle="offset"`` network (``to_offset_angle``)."""
     path = Path(path)
     if path.suffix == ".safetensors":
         model = Generator.from_pretrained(path)
@@ -69,12 +70,32 @@ def initial_weights(path: Path, config=None) -> dict:
     else:
         ckpt = load_checkpoint(path)
         theirs, state = TrainConfig.from_dict(ckpt["config"]).model, ckpt["model"]
+    if config is not None and convert_angle and theirs.angle == "sigmoid" and config.angle == "offset":
+        state, theirs = to_offset_angle(state), GeneratorConfig(**{**theirs.to_dict(), "angle": "offset"})
     if config is not None:
         mine, other = config.to_dict(), theirs.to_dict()
         diff = [f"{k}={other[k]!r} (asked: {mine[k]!r})" for k in mine if k != "colour_step" and mine[k] != other[k]]
         if diff:
             raise FileFormatError(f"{path}: these weights were trained with {', '.join(diff)}; pass a --config "
                                   "(or flags such as --angle) that matches them")
+    return state
+
+
+def to_offset_angle(state: dict) -> dict:
+    """Weights trained with the paper's angle (``angle="sigmoid"``), ready for an ``angle="offset"`` network.
+
+    The two forms agree where it matters for a start: at r = 0 both give the ellipse's own angle. What differs
+    is two of the fields' inputs: the ellipse's centre in the triangle's frame (always 0, so the weights that read
+    it never learned anything) becomes (cos 2 theta, sin 2 theta). Zeroing those weights makes the converted
+    network place, size and colour every Gaussian exactly as before; only how ``r`` turns it changes.
+    """
+    state = dict(state)
+    where = state["fields.bc.0.weight"].shape[1] - 4            # the ellipse's 4 inputs end the BC field's x
+    for name in ("bc", "sigma", "opacity"):
+        key = f"fields.{name}.0.weight"
+        weight = state[key].clone()
+        weight[:, where:where + 2] = 0
+        state[key] = weight
     return state
 
 

@@ -51,6 +51,8 @@ class TrainConfig:
     backend: str = _option("auto", "render backend")
     threads: int | None = _option(None, "torch threads per process")
     init_from: str | None = _option(None, "start from these weights (.pt checkpoint or .safetensors): a new stage")
+    convert_angle: bool = _option(False, "let --init-from weights trained with --angle sigmoid start an --angle offset "
+                                         "model (the two always-zero inputs' weights zeroed; the same Gaussians at r = 0)")
 
     def to_dict(self) -> dict:
         return asdict(self)

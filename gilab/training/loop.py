@@ -159,7 +159,7 @@ def _train(cfg: TrainConfig, progress: bool) -> Generator:
             print(f"resuming from {last}: epoch {state['epoch']}, step {state['step']}", flush=True)
             _truncate_log(out / "log.jsonl", state["step"], state["epoch"])
     elif cfg.init_from:  # a new stage on top of earlier weights: fresh optimizer and schedule, step 0
-        model.load_state_dict(initial_weights(Path(cfg.init_from), cfg.model))
+        model.load_state_dict(initial_weights(Path(cfg.init_from), cfg.model, cfg.convert_angle))
         if rank == 0:
             print(f"starting from the weights in {cfg.init_from}", flush=True)
     if rank == 0:
