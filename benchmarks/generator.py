@@ -55,6 +55,7 @@ def main(argv=None) -> int:
     from gilab.generator.colour_step import apply_colour_step
     from gilab.io import load_image
     from gilab.placement.quadtree import quadtree_init
+    from gilab.study.protocol import weights_fingerprint
 
     try:
         paths = kodak()[: args.limit]  # the 24 images, each checked against its sha256
@@ -88,8 +89,10 @@ def main(argv=None) -> int:
         if args.target_count is not None:
             # What the network would choose by itself (kernel 3, density 1): 2 x dithered points, +-2 %.
             from gilab.placement import dither
+            from gilab.study.analysis import mean_gradient
 
-            row_extra = {"n_own_choice": 2 * len(dither(gen.ppm(image), args.kernel_size, args.density))}
+            row_extra = {"n_own_choice": 2 * len(dither(gen.ppm(image), args.kernel_size, args.density)),
+                         "detail": mean_gradient(image)}
         else:
             row_extra = {}
         row = {"image": path.name, "n": len(g), **row_extra, "psnr": net_psnr, **extra, "ms_ssim": net_msssim,
@@ -117,6 +120,11 @@ def main(argv=None) -> int:
     summary["init_seconds"]["total"] = sum(summary["init_seconds"].values())
     if args.target_count is not None:
         summary["n_own_choice"] = mean([r["n_own_choice"] for r in rows])
+        # N ordered like detail: Spearman's rank correlation of the own N with the mean gradient magnitude
+        from scipy.stats import spearmanr
+
+        summary["n_own_choice_vs_detail_spearman"] = float(spearmanr([r["n_own_choice"] for r in rows],
+                                                                     [r["detail"] for r in rows]).statistic)
     gain = summary["psnr"] - summary["quadtree"]["psnr"]
     summary["psnr_over_quadtree"] = gain
     checks = {
@@ -128,7 +136,8 @@ def main(argv=None) -> int:
         checks[f"fields alone >= {TARGETS['psnr_fields_db']} dB"] = summary["psnr_fields"] >= TARGETS["psnr_fields_db"]
     meta = getattr(gen, "metadata", {})
     out = {"benchmark": "generator init on Kodak (no fine-tuning)", "settings": {**kw, "colour_step": step, "backend": args.backend},
-           "weights": str(args.weights or "shipped"), "model_config": json.loads(meta.get("config", "{}")),
+           "weights": str(args.weights or "shipped"), "weights_sha256": weights_fingerprint(args.weights),
+           "model_config": json.loads(meta.get("config", "{}")),
            "parameters": sum(p.numel() for p in gen.parameters()),
            "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                        "torch": torch.__version__},
@@ -138,6 +147,9 @@ def main(argv=None) -> int:
     print(f"\nmean over {len(rows)} images: N {summary['n']:.0f}, net {summary['psnr']:.2f} dB / MS-SSIM "
           f"{summary['ms_ssim']:.4f} in {summary['init_seconds']['total']:.2f} s; quad-tree at the same N "
           f"{summary['quadtree']['psnr']:.2f} dB / {summary['quadtree']['ms_ssim']:.4f} ({gain:+.2f} dB)")
+    if args.target_count is not None:
+        print(f"  left to choose, it places {summary['n_own_choice']:.0f} Gaussians per image; rank correlation of "
+              f"that N with the image's detail (mean gradient): {summary['n_own_choice_vs_detail_spearman']:.2f}")
     if step:
         print(f"  the fields' colours before the colour step: {summary['psnr_fields']:.2f} dB; the quad-tree with the "
               f"same step: {summary['quadtree']['psnr_colour_step']:.2f} dB")

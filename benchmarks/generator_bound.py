@@ -125,7 +125,9 @@ def main(argv=None) -> int:
                    f"best factor {r['factor']:.2f}  best colours {r['free']:.2f} dB")
     mean = {k: statistics.fmean(r[k] for r in rows) for k in ("n", "net", "colour_step", "factor_few", "few_seconds",
                                                                 "factor", "free")}
-    result = {"weights": str(args.weights or "shipped"), "target_count": args.target_count,
+    from gilab.study.protocol import weights_fingerprint
+
+    result = {"weights": str(args.weights or "shipped"), "weights_sha256": weights_fingerprint(args.weights), "target_count": args.target_count,
               "cgls_iters": args.iters, "few_steps": args.few, "threads": torch.get_num_threads(),
               "images": rows, "mean": mean}
     args.out.parent.mkdir(parents=True, exist_ok=True)

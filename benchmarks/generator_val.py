@@ -5,8 +5,9 @@
 
 Training validates on the first 10 images of BSDS500 ``val`` (sorted by name, ``--val-images 10``), so those
 helped pick nothing but were looked at during training; the model choice is made on the next 30 (``--skip 10
---count 30``), which no run has seen. Kodak makes no model choice. Per image and per weights: N at the network's
-own choice (k = 3, density 1), PSNR of the fields' colours alone (the network as the paper builds it) and after
+--count 30``), which no run has seen. Kodak makes no model choice. Per image and per weights, at two counts: the
+network's own choice (k = 3, density 1), and the paper's Kodak mean 42,858 scaled to the image's area (16,829 on a
+481x321 BSDS image: every weights file gets the same N, as in ``benchmarks/generator.py``); PSNR of the fields' colours alone (the network as the paper builds it) and after
 the colour step (what ``Generator.from_pretrained()`` returns when its config says so). The summary gives the
 means and the paired per-image difference of every weights file against the first one.
 """
@@ -22,16 +23,24 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+KODAK_COUNT, KODAK_AREA = 42_858, 768 * 512  # the paper's mean Kodak count, and a Kodak image's area
 
-def score(gen, image) -> dict:
+
+def score(gen, image, target_count=None) -> dict:
     import gilab
     from gilab.generator.colour_step import apply_colour_step
     from gilab.metrics import psnr
 
-    g = gen(image, colour_step=False)
+    g = gen(image, colour_step=False, target_count=target_count)
     fields = gilab.render(g, *image.shape[-2:]).clamp(0, 1)
     stepped = gilab.render(apply_colour_step(g, image), *image.shape[-2:]).clamp(0, 1)
     return {"n": len(g), "psnr_fields": float(psnr(fields, image)), "psnr_colour_step": float(psnr(stepped, image))}
+
+
+def score_both(gen, image) -> dict:
+    """At the network's own N, and at the paper's Kodak count scaled to the image's area (equal N for all)."""
+    scaled = round(KODAK_COUNT * image.shape[1] * image.shape[2] / KODAK_AREA)
+    return {"own": score(gen, image), "scaled": score(gen, image, scaled)}
 
 
 def main(argv=None) -> int:
@@ -47,6 +56,7 @@ def main(argv=None) -> int:
 
     from gilab.generator import Generator
     from gilab.io import load_image
+    from gilab.study.protocol import weights_fingerprint
 
     root = Path(os.environ.get("GILAB_DATA", "data")) / "train" / "bsds500" / "val"
     paths = sorted(root.glob("*.jpg"))[args.skip: args.skip + args.count]
@@ -62,32 +72,39 @@ def main(argv=None) -> int:
     for path in paths:
         image = load_image(path)
         with torch.no_grad():
-            row = {"image": path.name} | {w: score(gen, image) for w, gen in gens.items()}
+            row = {"image": path.name} | {w: score_both(gen, image) for w, gen in gens.items()}
         rows.append(row)
-        print(path.name, "  ".join(f"{Path(w).stem}: N {r['n']} {r['psnr_fields']:.2f} / {r['psnr_colour_step']:.2f} dB"
+        print(path.name, "  ".join(f"{Path(w).stem}: N {r['own']['n']} {r['own']['psnr_fields']:.2f} / "
+                                   f"{r['own']['psnr_colour_step']:.2f} dB, at N {r['scaled']['n']} "
+                                   f"{r['scaled']['psnr_fields']:.2f} / {r['scaled']['psnr_colour_step']:.2f} dB"
                                    for w, r in row.items() if w != "image"), flush=True)
 
     base = args.weights[0]
     summary = {}
     for w in args.weights:
-        s = {k: statistics.fmean(r[w][k] for r in rows) for k in ("n", "psnr_fields", "psnr_colour_step")}
-        for k in ("psnr_fields", "psnr_colour_step"):
-            deltas = [r[w][k] - r[base][k] for r in rows]
-            s[f"{k}_minus_first"] = statistics.fmean(deltas)
-            s[f"{k}_images_better"] = sum(d > 0 for d in deltas)
-        summary[w] = s
+        summary[w] = {}
+        for count in ("own", "scaled"):
+            s = {k: statistics.fmean(r[w][count][k] for r in rows) for k in ("n", "psnr_fields", "psnr_colour_step")}
+            for k in ("psnr_fields", "psnr_colour_step"):
+                deltas = [r[w][count][k] - r[base][count][k] for r in rows]
+                s[f"{k}_minus_first"] = statistics.fmean(deltas)
+                s[f"{k}_images_better"] = sum(d > 0 for d in deltas)
+            summary[w][count] = s
     out = {"benchmark": "generator weights on held-out BSDS500 val (the model choice)",
            "images": [r["image"] for r in rows], "skip": args.skip, "weights": args.weights,
+           "weights_sha256": {w: weights_fingerprint(None if w == "shipped" else w) for w in args.weights},
            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
            "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                        "torch": torch.__version__},
            "summary": summary, "per_image": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
-    for w, s in summary.items():
-        print(f"{w}: N {s['n']:.0f}, fields {s['psnr_fields']:.2f} dB ({s['psnr_fields_minus_first']:+.2f}, better on "
-              f"{s['psnr_fields_images_better']}/{len(rows)}), with the colour step {s['psnr_colour_step']:.2f} dB "
-              f"({s['psnr_colour_step_minus_first']:+.2f}, better on {s['psnr_colour_step_images_better']}/{len(rows)})")
+    for w, counts in summary.items():
+        for count, s in counts.items():
+            print(f"{w}, {count} N: N {s['n']:.0f}, fields {s['psnr_fields']:.2f} dB ({s['psnr_fields_minus_first']:+.2f}, "
+                  f"better on {s['psnr_fields_images_better']}/{len(rows)}), with the colour step "
+                  f"{s['psnr_colour_step']:.2f} dB ({s['psnr_colour_step_minus_first']:+.2f}, better on "
+                  f"{s['psnr_colour_step_images_better']}/{len(rows)})")
     print(f"wrote {args.out}")
     return 0
 
