@@ -134,6 +134,7 @@ def pillow_rows(image: torch.Tensor, gilab: list[dict], rates, budget: float) ->
 # ------------------------------------------------------------------- per image
 def run_image(path: Path, out: Path, rates, budgets, generator) -> dict:
     from gilab.io import load_image
+    from gilab.study.protocol import weights_fingerprint  # the shipped weights' sha256: which generator ran
 
     image = load_image(path)
     tic = time.perf_counter()
@@ -141,7 +142,7 @@ def run_image(path: Path, out: Path, rates, budgets, generator) -> dict:
     record = {"image": path.stem, "size": list(image.shape[1:]), "rows": gilab + pillow_rows(image, gilab, rates,
                                                                                                max(budgets)),
               "seconds": time.perf_counter() - tic, "load_average": os.getloadavg()[0],
-              "threads": torch.get_num_threads()}
+              "threads": torch.get_num_threads(), "generator": weights_fingerprint()}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=1))
@@ -153,9 +154,10 @@ def warm_up(generator):
     """Load the render kernels and the generator before any clock runs."""
     from gilab import codec
 
-    image = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(0))
+    # N = 200, not fewer: the generator's count search must land within 2 %, and N moves in steps of about 2
+    image = torch.rand(3, 128, 128, generator=torch.Generator().manual_seed(0))
     for init in INITS:
-        codec.compress(image, n=30, init=init, iters=4, generator=generator)
+        codec.compress(image, n=200, init=init, iters=4, generator=generator)
 
 
 # --------------------------------------------------------------------- summary
@@ -299,6 +301,7 @@ def write_summary(cache: Path, figures: Path, rates, budgets, config: dict):
         raise SystemExit(f"no per-image results in {cache / 'runs'}")
     summary = summarise(records, rates, budgets)
     summary.update(config=config, machine=machine(), images=[r["image"] for r in records],
+                   generator=sorted({r.get("generator", "not recorded") for r in records}),
                    per_image=records, gaussianimage_published={"points_bpp_psnr": GAUSSIANIMAGE_PUBLISHED,
                                                                "source": "GaussianImage (Zhang et al., ECCV 2024), "
                                                                "Kodak RD figure, secondary transcription; theirs"})

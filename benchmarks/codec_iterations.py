@@ -75,6 +75,8 @@ def summarise(cache: Path, paths: dict[str, Path]) -> dict:
         jpeg = lambda side, key, records=records: mean(r["jpeg"][side][key] for r in records)
         rows[file.stem] = {
             "images": len(records), "iters": records[0]["iters"], "target_bpp": records[0]["target_bpp"],
+            # the generator's weights (sha256 of the file, first 16 hex): one per run, or the run mixed weights
+            "generator": sorted({r.get("generator", "not recorded") for r in records}),
             "gilab": {key: mean(r[key] for r in records)
                       for key in ("bpp", "psnr", "ms_ssim", "psnr_before_quantisation", "encode_s")},
             "jpeg_below": {key: jpeg("below", key) for key in ("bpp", "psnr", "ms_ssim")},
@@ -121,7 +123,9 @@ def main():
         from gilab.generator import Generator
 
         index, count = parse_shard(args.shard)
-        generator = Generator.from_pretrained()
+        from gilab.study.protocol import weights_fingerprint
+
+        generator, fingerprint = Generator.from_pretrained(), weights_fingerprint()
         args.cache.mkdir(parents=True, exist_ok=True)
         for iters in args.iters:
             out = args.cache / f"iters_{iters}.jsonl"
@@ -130,13 +134,14 @@ def main():
                 if path.stem in done:
                     continue
                 tic = time.perf_counter()
-                record = encode_image(path, iters, args.rate, generator)
+                record = encode_image(path, iters, args.rate, generator) | {"generator": fingerprint}
                 with out.open("a") as f:  # one whole line per image: an interrupted run loses that image only
                     f.write(json.dumps(record) + "\n")
                 print(f"{path.stem} {iters}: {record['bpp']:.3f} bpp, {record['psnr']:.2f} dB "
                       f"({time.perf_counter() - tic:.0f} s)", flush=True)
     rows = summarise(args.cache, paths)
     summary = {"rows": rows, "machine": machine(), "note": __doc__.split("\n\n")[1]}
+    args.figures.mkdir(parents=True, exist_ok=True)
     (args.figures / "codec_iterations.json").write_text(json.dumps(summary, indent=1))
     print(table(rows))
 
