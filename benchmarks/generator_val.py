@@ -23,7 +23,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-KODAK_COUNT, KODAK_AREA = 42_858, 768 * 512  # the paper's mean Kodak count, and a Kodak image's area
+from generator_ablation import scaled_count  # one home for the paper's count scaled to an image
 
 
 def score(gen, image, target_count=None) -> dict:
@@ -39,7 +39,7 @@ def score(gen, image, target_count=None) -> dict:
 
 def score_both(gen, image) -> dict:
     """At the network's own N, and at the paper's Kodak count scaled to the image's area (equal N for all)."""
-    scaled = round(KODAK_COUNT * image.shape[1] * image.shape[2] / KODAK_AREA)
+    scaled = scaled_count(*image.shape[1:])
     return {"own": score(gen, image), "scaled": score(gen, image, scaled)}
 
 
