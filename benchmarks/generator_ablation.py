@@ -296,21 +296,28 @@ def paired_delta(new: dict, old: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- fitted targets
-def target_shift(quadtree, fitted, block: int = 24) -> dict:
-    """How far a fitted pseudo-PPM is from the quad-tree's, on one image (both (H, W))."""
-    import torch
+def mass_moved(a, b, block: int = 24) -> float:
+    """Share of the PPM mass, summed in ``block`` x ``block`` pixel blocks, that differs between two (H, W)
+    maps: 0 the same, 1 disjoint."""
     import torch.nn.functional as F
 
     def mass(p):
-        blocks = F.avg_pool2d(p[None, None], block, ceil_mode=True)[0, 0]
+        blocks = F.avg_pool2d(p.float()[None, None], block, ceil_mode=True)[0, 0]
         return blocks / blocks.sum()
+
+    return float(0.5 * (mass(a) - mass(b)).abs().sum())
+
+
+def target_shift(quadtree, fitted, block: int = 24) -> dict:
+    """How far a fitted pseudo-PPM is from the quad-tree's, on one image (both (H, W))."""
+    import torch
 
     def weight(p):
         return torch.clamp(1 / (p + 0.01), 1, 10)
 
     q, f = quadtree.float(), fitted.float()
     corr = torch.corrcoef(torch.stack([q.flatten(), f.flatten()]))[0, 1]
-    return {"mass_moved_24px": round(float(0.5 * (mass(q) - mass(f)).abs().sum()), 5),
+    return {"mass_moved_24px": round(mass_moved(q, f, block), 5),
             "correlation": round(float(corr), 5),
             "mean_abs_change": round(float((q - f).abs().mean()), 5),
             "rec_weight_rel_change": round(float(((weight(f) - weight(q)).abs() / weight(q)).mean()), 5)}

@@ -341,7 +341,9 @@ def _add_prepare_ppm(sub):
                        description=PREPARE_PPM)
     p.add_argument("images", type=Path, nargs="+", help="image folder(s), e.g. $GILAB_DATA/train/bsds500/train")
     p.add_argument("--out", type=Path, required=True, help="PPM cache folder (a subfolder per image folder)")
-    p.add_argument("--iters", type=int, default=300, help="GaussianImage iterations per image (default 300)")
+    p.add_argument("--iters", type=int, default=None,
+                   help="GaussianImage iterations per image (default 2000, gilab.training.targets.FIT_ITERS, chosen "
+                        "by benchmarks/ppm_fit_length.py; 0: the quad-tree's own map, no fit)")
     p.add_argument("--seconds", type=float, default=None, help="or a wall-clock budget per image")
     p.add_argument("--shard", default=None, help="i/n: this process does images i, i+n, ... "
                    "(default: the torchrun rank, or all)")
@@ -356,7 +358,7 @@ def run_prepare_ppm(args) -> int:
 
     from .training import prepare_ppm
 
-    if args.iters < 0 or (args.seconds is not None and not (math.isfinite(args.seconds) and args.seconds > 0)):
+    if (args.iters is not None and args.iters < 0) or (args.seconds is not None and not (math.isfinite(args.seconds) and args.seconds > 0)):
         raise GilabError("--iters must be >= 0 and --seconds a positive number")
     names = [folder.name for folder in args.images]
     clash = sorted({n for n in names if names.count(n) > 1})
@@ -370,7 +372,8 @@ def run_prepare_ppm(args) -> int:
     shard = parse_shard(args.shard)
     for folder in args.images:
         out = args.out / folder.name if len(args.images) > 1 else args.out
-        stats = prepare_ppm(folder, out, iters=args.iters, seconds=args.seconds, shard=shard,
+        length = {} if args.iters is None else {"iters": args.iters}  # None: prepare_ppm's default
+        stats = prepare_ppm(folder, out, **length, seconds=args.seconds, shard=shard,
                             progress=not args.no_progress, backend=args.backend)
         print(f"{folder}: {stats['done']} written, {stats['skipped']} already there, "
               f"{stats['seconds']:.0f} s -> {out}", flush=True)

@@ -13,6 +13,7 @@ import pytest
 import torch
 from conftest import load_benchmark
 
+from gilab.errors import ArgumentError
 from gilab.generator import Generator, GeneratorConfig
 from gilab.generator.generator import WEIGHTS
 from gilab.training import TrainConfig
@@ -246,7 +247,7 @@ def test_prepare_ppm_resumes_and_shards(tmp_path):
 
     out = tmp_path / "ppm"
     first = prepare_ppm(images, out, shard=(0, 2), compute=compute, progress=False)
-    assert first["done"] == 3 and sorted(p.name for p in out.iterdir()) == ["0.npy", "2.npy", "4.npy"]
+    assert first["done"] == 3 and sorted(p.name for p in out.glob("*.npy")) == ["0.npy", "2.npy", "4.npy"]
     again = prepare_ppm(images, out, compute=compute, progress=False)
     assert again == {**again, "done": 2, "skipped": 3} and len(calls) == 5
     assert not list(out.glob("*.tmp")) and not list(out.glob(".*"))
@@ -254,6 +255,11 @@ def test_prepare_ppm_resumes_and_shards(tmp_path):
     assert ppm.dtype == np.float16 and ppm.shape == (12, 16) and np.allclose(ppm, 80 / 255, atol=1e-3)
     # The command line skips everything that is done (no fit is started).
     assert main(["prepare-ppm", str(images), "--out", str(out), "--no-progress"]) == 0
+    # Maps of another fit length are never mixed in: the folder records how its maps were made.
+    assert main(["prepare-ppm", str(images), "--out", str(out), "--iters", "0", "--no-progress"]) == 2
+    (out / "ppm_settings.json").unlink()
+    with pytest.raises(ArgumentError, match="no record"):
+        prepare_ppm(images, out, compute=compute, progress=False)
 
 
 def test_train_flags_carry_the_config_fields_help(capsys):

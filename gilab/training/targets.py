@@ -1,7 +1,7 @@
 """The position field's training targets: pseudo-PPMs of fitted images, computed once and cached.
 
-    ppm = ppm_from_image(image, iters=300)                     # quad-tree init + a short fit + pseudo_ppm
-    prepare_ppm("$GILAB_DATA/train/bsds500/train", "cache/ppm/train", iters=300)   # resumable, shardable
+    ppm = ppm_from_image(image, iters=FIT_ITERS)               # quad-tree init + a fit + pseudo_ppm
+    prepare_ppm("$GILAB_DATA/train/bsds500/train", "cache/ppm/train")   # resumable, shardable
 
 A pseudo-PPM is what the position field learns: fit GaussianImage to the image (quad-tree start + a short fit),
 then a density from the distance of every pixel to its 10th-nearest Gaussian (``gilab.placement.pseudo_ppm``).
@@ -12,6 +12,7 @@ Caches are read with numpy's ``allow_pickle=False``: a cached file never runs co
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -24,6 +25,13 @@ from ..files import atomic_path, list_images
 from ..fitting import fit
 from ..placement.pseudo_ppm import NEIGHBOURS, pseudo_ppm
 from ..placement.quadtree import quadtree_init
+
+#: prepare-ppm's fit length, chosen from ``benchmarks/ppm_fit_length.py`` (figures/README.md, "Pseudo-PPM fit
+#: length"): by 2,000 iterations the map has moved 90 % as far from the quad-tree's as a 10,000-iteration fit
+#: moves it; longer fits mostly reshuffle it, at 2.5x the time per further 5 %.
+FIT_ITERS = 2000
+#: The record of a cache folder's settings, beside its maps.
+SETTINGS = "ppm_settings.json"
 
 
 def ppm_from_image(image: Tensor, iters: int = 100, seconds: float | None = None, k: int = NEIGHBOURS,
@@ -60,7 +68,7 @@ def ppm_path(out_dir: str | Path, image: Path) -> Path:
     return Path(out_dir) / f"{image.stem}.npy"
 
 
-def prepare_ppm(images_dir: str | Path, out_dir: str | Path, iters: int = 300, seconds: float | None = None,
+def prepare_ppm(images_dir: str | Path, out_dir: str | Path, iters: int = FIT_ITERS, seconds: float | None = None,
                 shard: tuple[int, int] = (0, 1), progress: bool = True, backend: str = "auto",
                 compute=None) -> dict:
     """Write the pseudo-PPM of every image in ``images_dir`` (this shard's share) into ``out_dir``.
@@ -76,6 +84,7 @@ def prepare_ppm(images_dir: str | Path, out_dir: str | Path, iters: int = 300, s
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    _claim_settings(out_dir, {"iters": iters, "seconds": seconds, "neighbours": NEIGHBOURS})
     i, n = shard
     images = list_images(images_dir)
     stems = [p.stem for p in images]
@@ -96,6 +105,26 @@ def prepare_ppm(images_dir: str | Path, out_dir: str | Path, iters: int = 300, s
         with atomic_path(ppm_path(out_dir, path)) as tmp, open(tmp, "wb") as f:
             np.save(f, ppm.astype(np.float16))
     return {"done": len(todo), "skipped": len(mine) - len(todo), "seconds": time.perf_counter() - start}
+
+
+def _claim_settings(out_dir: Path, settings: dict) -> None:
+    """Record how ``out_dir``'s maps are made (``ppm_settings.json``), or check that they were made so: a resumed
+    run never mixes maps of two fit lengths (the skip above trusts every file that exists)."""
+    record = out_dir / SETTINGS
+    if record.exists():
+        try:
+            made = json.loads(record.read_text())
+        except (ValueError, OSError):
+            made = None
+        if made != settings:
+            raise ArgumentError(f"{out_dir} holds pseudo-PPMs made with {made}, not {settings}: give another "
+                                "--out (or delete that folder)")
+        return
+    if any(out_dir.glob("*.npy")):
+        raise ArgumentError(f"{out_dir} holds pseudo-PPMs with no record of how they were made ({SETTINGS}, "
+                            "which older versions did not write): give another --out (or delete that folder)")
+    with atomic_path(record) as tmp:
+        tmp.write_text(json.dumps(settings))
 
 
 def load_ppm(out_dir: str | Path, image: Path) -> Tensor:
