@@ -293,3 +293,31 @@ def test_codec_iterations_brackets_gilab_with_jpeg_and_counts_wins(tmp_path):
     assert bench.jpeg_at(bracket, middle, "psnr") == pytest.approx(0.5 * (low["psnr"] + high["psnr"]))
     assert bench.jpeg_at(bracket, low["bpp"] - 0.01, "psnr") == low["psnr"]  # JPEG cannot go lower: its own file
     assert "| 10 | 2 |" in bench.table(rows)
+
+
+def test_rd_study_targets_check_each_start_against_jpeg():
+    """benchmarks/codec.py's targets: each start at the longest budget against JPEG's matched point and sweep (mean
+    and per image), and net at the shortest budget against random at the longest."""
+    bench = load_benchmark("codec")
+    rows = []
+    for image, lift in (("a", 1.0), ("b", -0.5)):
+        rows += [{"image": image, "codec": "JPEG", "kind": "sweep", "quality": q, "bpp": b, "psnr": p, "ms_ssim": 0.9,
+                  "encode_s": 0.0, "decode_s": 0.0} for q, b, p in ((10, 0.1, 22.0), (20, 0.2, 25.0))]
+        rows.append({"image": image, "codec": "JPEG", "kind": "matched", "target_bpp": 0.15, "bpp": 0.14, "psnr": 23.2,
+                     "ms_ssim": 0.9, "encode_s": 0.0, "decode_s": 0.0})
+        for init, budget, psnr in (("net", 2.5, 20.0), ("net", 12.5, 22.0), ("random", 2.5, 15.0),
+                                   ("random", 12.5, 23.5 + lift)):
+            rows.append({"image": image, "codec": "gilab", "init": init, "budget_s": budget, "target_bpp": 0.15,
+                         "n": 10, "bpp": 0.15, "psnr": psnr, "ms_ssim": 0.8, "encode_s": budget, "decode_s": 0.0,
+                         "psnr_before_quantisation": psnr})
+    records = [{"image": i, "rows": [{k: v for k, v in r.items() if k != "image"} for r in rows if r["image"] == i]}
+               for i in ("a", "b")]
+    summary = bench.summarise(records, [0.15], [2.5, 12.5])
+    jpeg = {t["init"]: t for t in summary["targets"]["beat_jpeg_at_0.3bpp"]}
+    assert jpeg["random"]["jpeg_curve_psnr_at_gilab_bpp"] == pytest.approx(23.5)  # the sweep at 0.15 bpp
+    assert jpeg["random"]["gilab_psnr"] == pytest.approx(23.75) and jpeg["random"]["met"]
+    assert jpeg["random"]["images_ahead_of_own_jpeg_curve"] == 1 and jpeg["random"]["images"] == 2
+    assert not jpeg["net"]["met"] and jpeg["net"]["margin_db"] == pytest.approx(22.0 - 23.5)
+    five = summary["targets"]["net_5x_faster"][0]
+    assert five["margin_db"] == pytest.approx(20.0 - 23.75) and not five["met_on_the_mean"]
+    assert five["images_where_net_short_matches_random_long"] == 0 and five["images"] == 2
