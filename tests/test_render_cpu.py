@@ -162,3 +162,60 @@ def test_strided_inputs_and_expanded_gradient(blend):
         results.append([image.detach()] + [t.grad for t in leaves])
     for a, b in zip(*results):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_threads_take_interleaved_bands():
+    """``spread`` permutes a prange's items so that numba's static split (one contiguous run of iterations per
+    thread) hands each thread every n-th band or chunk; the renders do not depend on it (the tests above)."""
+    import numba
+    import numpy as np
+
+    from gilab.render._cpu_kernels import spread
+
+    for n in range(1, 40):
+        for threads in (1, 2, 3, 4, 7):
+            items = [spread(k, n, threads) for k in range(n)]
+            assert sorted(items) == list(range(n)), (n, threads)
+            if threads <= n:  # numba's runs: q + 1 iterations for the first n % threads threads, q for the rest
+                q, r = divmod(n, threads)
+                starts = np.cumsum([0] + [q + (t < r) for t in range(threads)])
+                for t in range(threads):
+                    assert all(i % threads == t for i in items[starts[t]:starts[t + 1]]), (n, threads, t)
+
+    @numba.njit(parallel=True)
+    def owner(n):  # which thread processed each item
+        out = np.full(n, -1, np.int64)
+        threads = numba.get_num_threads()
+        for k in numba.prange(n):
+            out[spread(k, n, threads)] = numba.get_thread_id()
+        return out
+
+    if numba.get_num_threads() >= 2:
+        before = numba.get_num_threads()
+        numba.set_num_threads(2)
+        try:
+            owners = owner(33)
+        finally:
+            numba.set_num_threads(before)
+        assert set(owners[0::2]) == {owners[0]} and set(owners[1::2]) == {owners[1]} and owners[0] != owners[1]
+
+
+def test_thread_balance_benchmark_counts_each_threads_work():
+    """benchmarks/thread_balance.py: Gaussians only in the top half of the picture load one thread of two with
+    all the work under contiguous runs, and half of it once the bands are interleaved."""
+    import numpy as np
+    from conftest import load_benchmark
+
+    bench = load_benchmark("thread_balance")
+    assert bench.busiest_share(np.array([4.0, 4.0, 1.0, 1.0]), 2, interleaved=False) == pytest.approx(0.8)
+    assert bench.busiest_share(np.array([4.0, 4.0, 1.0, 1.0]), 2, interleaved=True) == pytest.approx(0.5)
+    top = random_cholesky(200, 64, 48, seed=5, scale=(2.0, 4.0))  # large Gaussians in the top rows,
+    bottom = random_cholesky(200, 64, 48, seed=6, scale=(0.3, 0.6))  # as many small ones in the bottom rows
+    means = torch.cat([top.means * torch.tensor([1.0, 0.45]), bottom.means * torch.tensor([1.0, 0.4]) +
+                       torch.tensor([0.0, 36.0])])
+    g = Gaussians2D.from_cholesky(means, torch.cat([top.cholesky, bottom.cholesky]),
+                                  torch.cat([top.colors, bottom.colors]), torch.cat([top.opacities, bottom.opacities]))
+    balance = bench.image_balance(g, 64, 48, threads=2)
+    assert balance["bands"] == 4 and balance["n"] == 400
+    for part in ("forward", "backward"):  # runs: the thread with the top half does most; interleaved: about half
+        assert balance[part]["runs"] > 0.75 and abs(balance[part]["interleaved"] - 0.5) < 0.1, (part, balance)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -43,6 +44,7 @@ from ._cpu_kernels import (
     gradient_group,
     row_spans,
     splat_group,
+    spread,
     typed,
     use_wide_vectors,
 )
@@ -166,7 +168,9 @@ def forward_sum_loss(means, conics, colors, opacities, level2, rows, band_start,
     # torch: mean's backward divides by the count in the working dtype, pow's multiplies by 2 (x - T)
     inv_count = one / typed(image, 3 * height * width)
     two = typed(image, 2.0)
-    for band in prange(band_start.shape[0] - 1):
+    n_bands, threads = band_start.shape[0] - 1, numba.get_num_threads()
+    for k_band in prange(n_bands):
+        band = spread(k_band, n_bands, threads)
         use_wide_vectors()
         band_lo = band * BAND_ROWS
         band_hi = min(band_lo + BAND_ROWS, height) - 1
@@ -238,8 +242,9 @@ def backward_sum(means, conics, colors, opacities, level2, rows, order, grad, he
     assert grad.shape[0] == 3 * height * padded  # the hot loop reads without bounds checks
     plane = np.uint64(height * padded)
     n = order.shape[0]
-    n_chunks = max(1, min(n, n_chunks))
-    for chunk in prange(n_chunks):
+    n_chunks, threads = max(1, min(n, n_chunks)), numba.get_num_threads()
+    for k_chunk in prange(n_chunks):
+        chunk = spread(k_chunk, n_chunks, threads)
         use_wide_vectors()
         lanes = np.empty((N_SUMS, LANES), grad.dtype)  # scratch, once per chunk
         spans = np.empty((height, 2), np.int32)
