@@ -495,7 +495,7 @@ def backward_sum(means, conics, colors, opacities, level2, rows, order, grad, he
     Args:
         grad: flat (3 * H * (W + LANES),) dL/dC in the working dtype, each row padded with LANES zeros so
             that a row's last group of LANES pixels can be read whole.
-        sums: (N, N_SUMS) float64 zeros; filled for the Gaussians in ``order``.
+        sums: (N, N_SUMS) float64; filled for the Gaussians in ``order`` (the others are left as they are).
         n_chunks: pieces ``order`` is cut into for the threads (a few per thread: balance vs. overhead).
     """
     half = typed(grad, 0.5)
@@ -503,21 +503,23 @@ def backward_sum(means, conics, colors, opacities, level2, rows, order, grad, he
     assert grad.shape[0] == 3 * height * padded  # the hot loop reads without bounds checks
     plane = np.uint64(height * padded)
     n = order.shape[0]
-    n_chunks, threads = min(n, n_chunks), numba.get_num_threads()
+    n_chunks, threads = max(1, min(n, n_chunks)), numba.get_num_threads()
     for k_chunk in prange(n_chunks):
         chunk = spread(k_chunk, n_chunks, threads)
         use_wide_vectors()
         # Scratch, allocated once per chunk (an allocation per Gaussian would cost more than the maths):
         # the N_SUMS sums in LANES independent lanes each (LLVM keeps them in vector registers), flushed into
-        # float64 every FLUSH_ROWS rows so that float32 rounding cannot build up over a large Gaussian.
+        # float64 every FLUSH_ROWS rows so that float32 rounding cannot build up over a large Gaussian; and
+        # the Gaussian's totals in a local buffer (a view of ``sums`` per flush would add reference counting).
         lanes = np.empty((N_SUMS, LANES), grad.dtype)
         spans = np.empty((height, 2), np.int32)
+        total = np.empty(N_SUMS, np.float64)
         for k in range(chunk * n // n_chunks, (chunk + 1) * n // n_chunks):
             g = order[k]
             mx, my, a, b, c, o = means[g, 0], means[g, 1], conics[g, 0], conics[g, 1], conics[g, 2], opacities[g]
             c0, c1, c2 = colors[g, 0], colors[g, 1], colors[g, 2]
             for q in range(N_SUMS):
-                sums[g, q] = 0.0
+                total[q] = 0.0
             first, last = rows[g, 0], rows[g, 1]
             row_spans(np.float64(mx), np.float64(my), np.float64(a), np.float64(b), np.float64(c), level2[g],
                       first, last, width, spans)
@@ -539,7 +541,9 @@ def backward_sum(means, conics, colors, opacities, level2, rows, order, grad, he
                         gradient_group(lanes, grad, base, plane, start, LANES, mx, a, b, o, c0, c1, c2, dy, cdyy,
                                        dy2)
                 if (i - first) % FLUSH_ROWS == FLUSH_ROWS - 1 or i == last:
-                    _flush(lanes, sums[g])
+                    _flush(lanes, total)
+            for q in range(N_SUMS):
+                sums[g, q] = total[q]
 
 
 @njit(**_JIT)

@@ -8,8 +8,8 @@ One iteration, sum blending:
 2. :func:`forward_sum_loss` (bands in parallel): each band zeroes its rows, renders them as
    ``_cpu_kernels.forward_sum`` does, then turns them into the loss and dL/dC = 2 (clamp(C) - T) / (3 H W)
    (zero where C is outside [0, 1], as clamp's gradient) while they are still in cache.
-3. :func:`backward_sum` (Gaussians in parallel, band order): each Gaussian's nine gradient sums over its
-   footprint, as ``_cpu_kernels.backward_sum``.
+3. ``_cpu_kernels.backward_sum`` (Gaussians in parallel, band order): each Gaussian's nine gradient sums
+   over its footprint, the `cpu` backend's own backward, reading the dL/dC of step 2.
 4. :func:`update` (index-ordered chunks in parallel): the sums -> gradients of the trainable parameters through
    the parametrisation, then pytorch-optimizer's Adan on the chunk's contiguous slice of every parameter.
 
@@ -31,17 +31,13 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from ._cpu_kernels import (
+from ._cpu_kernels import (  # N_SUMS and backward_sum: re-exported, the fused step reads them from here
     _JIT,
     BAND_ROWS,
-    FLUSH_ROWS,
-    HALF_LANES,
     LANES,
-    N_SUMS,
-    _flush,
-    _zero,
+    N_SUMS,  # noqa: F401
+    backward_sum,  # noqa: F401 (the fused step's backward is the cpu backend's: one home for it)
     cutoff_rows,
-    gradient_group,
     row_spans,
     splat_group,
     spread,
@@ -231,55 +227,6 @@ def loss_gradient(image, target, grad):
     return total
 
 
-# ------------------------------------------------------------------------------------------- backward
-@njit(parallel=True, **_JIT)
-def backward_sum(means, conics, colors, opacities, level2, rows, order, grad, height, width, sums, n_chunks):
-    """sums (N, N_SUMS) float64 of every Gaussian in ``order`` over its footprint, as
-    ``_cpu_kernels.backward_sum`` (see there for the sums and the lanes): Gaussians in parallel, in band
-    order, no shared writes. ``grad``: dL/dC from :func:`forward_sum_loss`."""
-    half = typed(grad, 0.5)
-    padded = width + LANES
-    assert grad.shape[0] == 3 * height * padded  # the hot loop reads without bounds checks
-    plane = np.uint64(height * padded)
-    n = order.shape[0]
-    n_chunks, threads = max(1, min(n, n_chunks)), numba.get_num_threads()
-    for k_chunk in prange(n_chunks):
-        chunk = spread(k_chunk, n_chunks, threads)
-        use_wide_vectors()
-        lanes = np.empty((N_SUMS, LANES), grad.dtype)  # scratch, once per chunk
-        spans = np.empty((height, 2), np.int32)
-        total = np.empty(N_SUMS, np.float64)
-        for k in range(chunk * n // n_chunks, (chunk + 1) * n // n_chunks):
-            g = order[k]
-            mx, my, a, b, c, o = means[g, 0], means[g, 1], conics[g, 0], conics[g, 1], conics[g, 2], opacities[g]
-            c0, c1, c2 = colors[g, 0], colors[g, 1], colors[g, 2]
-            for q in range(N_SUMS):
-                total[q] = 0.0
-            first, last = rows[g, 0], rows[g, 1]
-            row_spans(np.float64(mx), np.float64(my), np.float64(a), np.float64(b), np.float64(c), level2[g],
-                      first, last, width, spans)
-            for i in range(first, last + 1):
-                if (i - first) % FLUSH_ROWS == 0:
-                    _zero(lanes)
-                j0, j1 = spans[i - first, 0], spans[i - first, 1]
-                dy = (typed(grad, i) + half) - my
-                cdyy = c * dy * dy
-                dy2 = dy * dy
-                for start in range(j0, j1 + 1, LANES):
-                    base = np.uint64(i * padded + start)
-                    if j1 - start < HALF_LANES:
-                        gradient_group(lanes, grad, base, plane, start, HALF_LANES, mx, a, b, o, c0, c1, c2, dy,
-                                       cdyy, dy2)
-                    else:
-                        gradient_group(lanes, grad, base, plane, start, LANES, mx, a, b, o, c0, c1, c2, dy, cdyy,
-                                       dy2)
-                if (i - first) % FLUSH_ROWS == FLUSH_ROWS - 1 or i == last:
-                    _flush(lanes, total)
-            for q in range(N_SUMS):
-                sums[g, q] = total[q]
-
-
-# ---------------------------------------------------------------------------------- chain rule, Adan
 @njit(parallel=True, **_JIT)
 def update(kind, xyz, cov, rot, colors, state_xyz, state_cov, state_rot, state_colors, conics, jacobian, sums,
            grad_xyz, grad_cov, grad_rot, grad_colors, coef, first_step, n_chunks):
