@@ -147,7 +147,8 @@ class FusedStep:
         self._bind()
         p = self._params
         eps = float(np.finfo(self.means.dtype).eps)
-        chunks = 32 * numba.get_num_threads()  # pieces of per-Gaussian work: a few per thread, for balance
+        threads = numba.get_num_threads()  # the kernels interleave their bands and chunks over these
+        chunks = 32 * threads  # pieces of per-Gaussian work: a few per thread, for balance
         k.prepare(self.kind, p["xyz"], p["cov"], p["rot"], self.log_opacity, self.height, self.width, eps,
                   self.means, self.conics, self.jacobian, self.level2, self.rows)
         band_start, band_ids, order = k.bin_bands(self.rows, self.height)
@@ -156,10 +157,10 @@ class FusedStep:
         if self.blend == "sum":
             k.forward_sum_loss(self.means, self.conics, p["colors"], self.opacities, self.level2, self.rows,
                                band_start, band_ids, self.target, self.height, self.width, self._image,
-                               self._grad, self._band_loss)
+                               self._grad, self._band_loss, threads)
             total = float(self._band_loss.sum())
         else:
-            total, sums = self._alpha_forward_backward(band_start, band_ids)
+            total, sums = self._alpha_forward_backward(band_start, band_ids, threads)
         self._rendered = True
         clock.append(time.perf_counter())
         loss = total / (3 * self.height * self.width)
@@ -172,7 +173,7 @@ class FusedStep:
         if sums is None:
             sums = self._sums
             k.backward_sum(self.means, self.conics, p["colors"], self.opacities, self.level2, self.rows, order,
-                           self._grad, self.height, self.width, sums, chunks)
+                           self._grad, self.height, self.width, sums, chunks, threads)
         clock.append(time.perf_counter())
         g, st = self._grads, self.state
         k.update(self.kind, p["xyz"], p["cov"], p["rot"], p["colors"], st["xyz"], st["cov"], st["rot"], st["colors"],
@@ -223,7 +224,7 @@ class FusedStep:
             self._params["rot"] = view(m.rotations).reshape(-1, 1)
         self._pointers = [t.data_ptr() for t in tensors]
 
-    def _alpha_forward_backward(self, band_start, band_ids):
+    def _alpha_forward_backward(self, band_start, band_ids, threads):
         """Alpha blending with the ``cpu`` backend's kernels: (loss sum, (N, N_SUMS) float64 gradient sums)."""
         from .render import _cpu_kernels as ck
 
@@ -234,13 +235,14 @@ class FusedStep:
         transmittance = np.ones(h * w, np.float64)
         stop = np.full(h * w, n, np.int32)
         ck.forward_alpha(self.means, self.conics, colors, self.opacities, self.level2, self.rows, band_start,
-                         band_ids, h, w, self._image, transmittance, stop)
+                         band_ids, h, w, self._image, transmittance, stop, threads)
         total = k.loss_gradient(self._image, self.target, self._grad)
         if not math.isfinite(total):
             return total, None
         partial = np.empty((band_ids.shape[0], ck.N_SUMS), np.float64)
         ck.backward_alpha(self.means, self.conics, colors, self.opacities, self.level2, self.rows, band_start,
-                          band_ids, h, w, self._grad, transmittance, np.zeros(3 * h * w, np.float64), stop, partial)
+                          band_ids, h, w, self._grad, transmittance, np.zeros(3 * h * w, np.float64), stop, partial,
+                          threads)
         sums = np.zeros((n, ck.N_SUMS), np.float64)
         ck.reduce_partials(band_ids, partial, sums)
         return total, sums

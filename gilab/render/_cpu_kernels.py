@@ -193,7 +193,9 @@ def spread(k, n, threads):
     network's starts of the 24 Kodak images, the busier of 2 threads had 52 % of the forward's and 56 % of the
     backward's work on average, up to 57 % and 69 % (``benchmarks/thread_balance.py``). Interleaved, neighbouring
     bands, which cost about the same, go to different threads: 50.1 % and 50.4 %. Which thread takes an item
-    changes nothing in the result: every band and every Gaussian is computed as before.
+    changes nothing in the result: every band and every Gaussian is computed as before. ``threads`` is
+    ``numba.get_num_threads()`` of the caller, passed in as an argument: read inside a kernel it would stop
+    numba from caching the kernel on disk (a ctypes pointer).
     """
     # all int64: a prange index may be unsigned, and numba types uint64 // int64 as a float
     k, n, threads = np.int64(k), np.int64(n), np.int64(threads)
@@ -387,7 +389,7 @@ def gradient_group(lanes, grad, base, plane, start, count, mx, a, b, o, c0, c1, 
 
 # --------------------------------------------------------------------------------------------- forward
 @njit(parallel=True, **_JIT)
-def forward_sum(means, conics, colors, opacities, level2, rows, band_start, band_ids, height, width, out):
+def forward_sum(means, conics, colors, opacities, level2, rows, band_start, band_ids, height, width, out, threads):
     """Sum blending: out[k, i, j] += c_k min(1, v) over every Gaussian with v = o exp(-sigma) >= 1/255.
 
     ``out`` is the flat (3 * H * (W + LANES),) image in the working dtype, zero on entry: each row is padded
@@ -399,7 +401,7 @@ def forward_sum(means, conics, colors, opacities, level2, rows, band_start, band
     padded = width + LANES
     assert out.shape[0] == 3 * height * padded  # the hot loop writes without bounds checks
     plane = np.uint64(height * padded)
-    n_bands, threads = band_start.shape[0] - 1, numba.get_num_threads()
+    n_bands = band_start.shape[0] - 1
     for k_band in prange(n_bands):
         band = spread(k_band, n_bands, threads)
         use_wide_vectors()
@@ -425,7 +427,7 @@ def forward_sum(means, conics, colors, opacities, level2, rows, band_start, band
 
 @njit(parallel=True, **_JIT)
 def forward_alpha(means, conics, colors, opacities, level2, rows, band_start, band_ids, height, width,
-                  out, transmittance, stop):
+                  out, transmittance, stop, threads):
     """Alpha blending, front to back in index order.
 
     Args (all flat, row-major):
@@ -440,7 +442,7 @@ def forward_alpha(means, conics, colors, opacities, level2, rows, band_start, ba
     n = opacities.shape[0]
     plane = height * width
     assert out.shape[0] == 3 * plane and transmittance.shape[0] == plane and stop.shape[0] == plane
-    n_bands, threads = band_start.shape[0] - 1, numba.get_num_threads()
+    n_bands = band_start.shape[0] - 1
     for k_band in prange(n_bands):
         band = spread(k_band, n_bands, threads)
         use_wide_vectors()
@@ -489,7 +491,8 @@ N_SUMS = 9
 
 
 @njit(parallel=True, **_JIT)
-def backward_sum(means, conics, colors, opacities, level2, rows, order, grad, height, width, sums, n_chunks):
+def backward_sum(means, conics, colors, opacities, level2, rows, order, grad, height, width, sums, n_chunks,
+                 threads):
     """Sum blending backward, one Gaussian at a time (Gaussians in parallel, no shared writes).
 
     Args:
@@ -503,7 +506,7 @@ def backward_sum(means, conics, colors, opacities, level2, rows, order, grad, he
     assert grad.shape[0] == 3 * height * padded  # the hot loop reads without bounds checks
     plane = np.uint64(height * padded)
     n = order.shape[0]
-    n_chunks, threads = max(1, min(n, n_chunks)), numba.get_num_threads()
+    n_chunks = max(1, min(n, n_chunks))
     for k_chunk in prange(n_chunks):
         chunk = spread(k_chunk, n_chunks, threads)
         use_wide_vectors()
@@ -586,7 +589,7 @@ def _add_row(total, row, dy):
 
 @njit(parallel=True, **_JIT)
 def backward_alpha(means, conics, colors, opacities, level2, rows, band_start, band_ids, height, width,
-                   grad, transmittance, behind, stop, partial):
+                   grad, transmittance, behind, stop, partial, threads):
     """Alpha blending backward: per band, Gaussians back to front, undoing the forward's compositing.
 
     Args (flat, row-major; ``transmittance`` and ``behind`` are overwritten):
@@ -602,7 +605,7 @@ def backward_alpha(means, conics, colors, opacities, level2, rows, band_start, b
     plane = height * width
     assert grad.shape[0] == 3 * plane and behind.shape[0] == 3 * plane
     assert transmittance.shape[0] == plane and stop.shape[0] == plane and partial.shape[0] == band_ids.shape[0]
-    n_bands, threads = band_start.shape[0] - 1, numba.get_num_threads()
+    n_bands = band_start.shape[0] - 1
     for k_band in prange(n_bands):
         band = spread(k_band, n_bands, threads)
         use_wide_vectors()
@@ -673,7 +676,7 @@ def reduce_partials(band_ids, partial, sums):
 
 # ------------------------------------------------------------------------------------------- statistics
 @njit(parallel=True, **_JIT)
-def count_evaluations(means, conics, opacities, level2, rows, band_start, band_ids, height, width):
+def count_evaluations(means, conics, opacities, level2, rows, band_start, band_ids, height, width, threads):
     """(inside, visited): pixel-Gaussian pairs that pass the cutoff, and pairs the kernels evaluate.
 
     ``inside`` is a property of the model (the work any exact renderer must do); ``visited`` also counts
@@ -682,7 +685,7 @@ def count_evaluations(means, conics, opacities, level2, rows, band_start, band_i
     half, cut = typed(means, 0.5), typed(means, CUTOFF)
     inside = 0
     visited = 0
-    n_bands, threads = band_start.shape[0] - 1, numba.get_num_threads()
+    n_bands = band_start.shape[0] - 1
     for k_band in prange(n_bands):
         band = spread(k_band, n_bands, threads)
         use_wide_vectors()

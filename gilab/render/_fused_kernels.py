@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 from numba import njit, prange
 
@@ -146,7 +145,7 @@ def bin_bands(rows, height):
 # ---------------------------------------------------------------------------------- forward and loss
 @njit(parallel=True, **_JIT)
 def forward_sum_loss(means, conics, colors, opacities, level2, rows, band_start, band_ids, target, height, width,
-                     image, grad, band_loss):
+                     image, grad, band_loss, threads):
     """Sum-blend render, loss and dL/dC, band by band.
 
     Args:
@@ -164,7 +163,7 @@ def forward_sum_loss(means, conics, colors, opacities, level2, rows, band_start,
     # torch: mean's backward divides by the count in the working dtype, pow's multiplies by 2 (x - T)
     inv_count = one / typed(image, 3 * height * width)
     two = typed(image, 2.0)
-    n_bands, threads = band_start.shape[0] - 1, numba.get_num_threads()
+    n_bands = band_start.shape[0] - 1
     for k_band in prange(n_bands):
         band = spread(k_band, n_bands, threads)
         use_wide_vectors()

@@ -91,13 +91,16 @@ def _kernels():
 class _RasterizeCPU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, means, conics, colors, opacities, background, height, width, blend):
+        import numba
+
         k = _kernels()
         m, q, c, o = (_numpy(t) for t in (means, conics, colors, opacities))
         plan = k.plan(m, q, o, height, float(np.finfo(m.dtype).eps))
         level2, rows, band_start, band_ids, _ = plan
         if blend == "sum":
             padded = np.zeros((3, height, width + k.LANES), m.dtype)  # rows padded: see forward_sum
-            k.forward_sum(m, q, c, o, level2, rows, band_start, band_ids, height, width, padded.reshape(-1))
+            k.forward_sum(m, q, c, o, level2, rows, band_start, band_ids, height, width, padded.reshape(-1),
+                          numba.get_num_threads())
             image = np.ascontiguousarray(padded[:, :, :width])
             ctx.state = None
         else:
@@ -105,7 +108,7 @@ class _RasterizeCPU(torch.autograd.Function):
             transmittance = np.ones((height, width), np.float64)
             stop = np.full((height, width), o.shape[0], np.int32)
             k.forward_alpha(m, q, c, o, level2, rows, band_start, band_ids, height, width, image.reshape(-1),
-                            transmittance.reshape(-1), stop.reshape(-1))
+                            transmittance.reshape(-1), stop.reshape(-1), numba.get_num_threads())
             if background is not None:
                 image += (transmittance[None] * _numpy(background).astype(np.float64)[:, None, None]).astype(m.dtype)
             ctx.state = (transmittance, stop)
@@ -129,7 +132,7 @@ class _RasterizeCPU(torch.autograd.Function):
             padded = np.zeros((3, height, width + k.LANES), m.dtype)
             padded[:, :, :width] = grad
             k.backward_sum(m, q, c, o, level2, rows, order, padded.reshape(-1), height, width, sums,
-                           32 * numba.get_num_threads())
+                           32 * numba.get_num_threads(), numba.get_num_threads())
         else:
             transmittance, stop = ctx.state
             if background is not None:
@@ -141,7 +144,7 @@ class _RasterizeCPU(torch.autograd.Function):
             partial = np.empty((band_ids.shape[0], k.N_SUMS), np.float64)
             k.backward_alpha(m, q, c, o, level2, rows, band_start, band_ids, height, width,
                              np.ascontiguousarray(grad, m.dtype).reshape(-1), transmittance.reshape(-1).copy(),
-                             behind.reshape(-1), stop.reshape(-1), partial)
+                             behind.reshape(-1), stop.reshape(-1), partial, numba.get_num_threads())
             k.reduce_partials(band_ids, partial, sums)
         grads = (np.empty_like(m), np.empty_like(q), np.empty_like(c), np.empty_like(o))
         k.gradients_from_sums(sums, q, o, *grads)
