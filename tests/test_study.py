@@ -284,3 +284,14 @@ def test_a_killed_start_continues_from_its_checkpoint(tmp_path, tiny_folder, mon
     assert run["init"] == "random" and run["iteration"] == list(range(31))
     steps = [step for step, _ in run["ms_ssim"]]
     assert steps == sorted(set(steps)) and steps[0] < 20 < steps[-1] == 30  # scores from before and after the stop
+
+
+def test_warm_up_runs_the_generator_so_no_first_net_start_pays_for_its_imports(monkeypatch):
+    from gilab import starts
+    from gilab.study import warm_up
+
+    made = []
+    real = starts.make_start
+    monkeypatch.setattr(starts, "make_start", lambda kind, image, *a, **k: made.append(kind) or real(kind, image, *a, **k))
+    warm_up()
+    assert made == ["net"]

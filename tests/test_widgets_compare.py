@@ -197,3 +197,7 @@ def test_speedup_line_reads_the_study_records():
     assert "b = 1 / 4 s" in line and "over random (GaussianImage) 5.0x / > 2.0x" in line, line
     assert "35.00 dB at 4 s" in line
     assert "needs the net" in speedup_line({"random": runs["random"]})
+    # a net whose start alone took longer than the budget has no snapshot: say so, not a line with holes
+    late = dict(run("net", [0.7, 1, 4], [20, 30, 35]), snapshots=[], init_seconds=0.7)
+    line = speedup_line({"net": late, "random": runs["random"]}, 0.5)
+    assert "no PSNR within 0.5 s" in line and "0.70 s" in line and "over random" not in line, line

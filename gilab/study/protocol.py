@@ -332,10 +332,13 @@ def check_configuration(folder: Path, config: StudyConfig):
 
 
 def warm_up():
-    """Load the rasterizer's compiled kernels once, so that no start pays for them in its timed budget."""
+    """Load the rasterizer's compiled kernels and the generator's modules once, so that no start pays for them
+    in its timed budget. Without the generator's pass here the first net start of a process took ~3 s more
+    (imports and the colour step's kernels: kodim01 and kodim02 of figures/convergence24 carry it)."""
     image = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0))
     fit(image, n=20, iters=2, progress=False)
     fit(image, n=20, iters=2, param="rs", progress=False)
+    starts.make_start("net", image)
 
 
 def weights_fingerprint(path: Path | None = None) -> str:

@@ -461,9 +461,11 @@ class StartComparison(BackgroundWork):
             self.progress.bar_style = "warning"
         else:
             self.progress.value, self.progress.bar_style = 1, "success"
+        self.result_line.value = f"<b>{self.summary}</b>"
+        # the status goes last: it is what a reader (and the browser test) takes as "finished", and the
+        # front end receives widget updates in the order they are set
         n = f"N = {self.n:,}, " if self.n is not None else ""
         self.status.value = f"{'stopped' if self.stopped else 'done'}: {n}{self.budget:g} s per start"
-        self.result_line.value = f"<b>{self.summary}</b>"
 
     # -------------------------------------------------------------- drawing
     def _show_render(self, kind: str, image: Tensor, n: int, value: float, seconds: float, note: str = ""):
@@ -529,6 +531,9 @@ def speedup_line(runs: dict[str, dict], budget: float | None = None) -> str:
         if slow not in runs:
             continue
         table = sorted(speedups([study], "net", slow).items())
+        if not table:  # the net's start alone took longer than every budget: no PSNR of it to compare
+            return (f"net: no PSNR within {budget:g} s (its start took {runs['net']['init_seconds']:.2f} s): "
+                    "no speed-up to report; give it a longer budget" if budget else "the net has no snapshot")
         budgets = " / ".join(f"{b:g}" for b, _ in table)
         parts.append(f"over {LABELS[slow]} " + " / ".join(f"{'> ' if bound else ''}{value:.1f}x"
                                                        for _, [(value, bound)] in table))
