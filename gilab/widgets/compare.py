@@ -525,15 +525,16 @@ def speedup_line(runs: dict[str, dict], budget: float | None = None) -> str:
     ``runs`` maps start -> run record dict (as :attr:`StartComparison.runs` holds them)."""
     if "net" not in runs or len(runs) < 2:
         return "the speed-up needs the net and at least one other start"
+    if not runs["net"]["snapshots"]:  # its start alone took longer than every budget: nothing to compare
+        within = f" within {budget:g} s" if budget else ""
+        return (f"net: no PSNR{within} (its start took {runs['net']['init_seconds']:.2f} s): "
+                "no speed-up to report; give it a longer budget")
     study = {"runs": list(runs.values())}
     budgets, parts = None, []
     for slow in ("random", "quadtree"):
         if slow not in runs:
             continue
         table = sorted(speedups([study], "net", slow).items())
-        if not table:  # the net's start alone took longer than every budget: no PSNR of it to compare
-            return (f"net: no PSNR within {budget:g} s (its start took {runs['net']['init_seconds']:.2f} s): "
-                    "no speed-up to report; give it a longer budget" if budget else "the net has no snapshot")
         budgets = " / ".join(f"{b:g}" for b, _ in table)
         parts.append(f"over {LABELS[slow]} " + " / ".join(f"{'> ' if bound else ''}{value:.1f}x"
                                                        for _, [(value, bound)] in table))
