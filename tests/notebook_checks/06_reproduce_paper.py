@@ -40,6 +40,9 @@ assert abs(bound_mean["net"] - ours["psnr_fields"]) < 0.05 and abs(bound_mean["c
 
 # Section 3: the committed convergence study beside the paper's claim.
 assert len(convergence) == 4 and "| 10,000 |" in conv_md and len(at_10k) == 4
+# ... and the 24-image run with the shipped weights: every image, net ahead of random at every milestone.
+assert len(conv24) == 24 and last == 10_000 and len(xs) == len(ys) == 24, (len(conv24), last)
+assert ahead_all == 24 and all(y > 1 for y in ys), (ahead_all, min(ys))
 # Exercises: the dB arithmetic, the speed-up against detail, least-squares colours with no gradient left.
 assert per_psnr.mean() > -10 * np.log10(mse.mean())  # Jensen
 assert len(at_2s) == 24
