@@ -27,7 +27,6 @@ import io as bytes_io
 import json
 import math
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -328,13 +327,9 @@ def write_summary(cache: Path, figures: Path, rates, budgets, config: dict):
 
 
 def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+    from gilab.machine import cpu_name  # here, not at the top: gilab loads numba and torch
+
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "load_average_at_end": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -127,10 +126,11 @@ def main(argv=None) -> int:
             print(name, path.name, " ".join(f"{x:.2f}" for x in row["psnr_steps"]), "| fine-tune",
                   " ".join(f"{f['psnr']:.2f} ({f['iterations']} it)" for f in row["fine_tune"]), flush=True)
         results[name] = {"summary": summarise(rows, args.steps), "per_image": rows}
+    from gilab.machine import cpu_name  # here, not at the top: gilab loads numba and torch
     out = {"benchmark": "ISRA colour steps after the fields against fine-tuning the fields' start as long",
            "weights_sha256": weights_fingerprint(), "steps": args.steps,
            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-           "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+           "machine": {"cpu": cpu_name(), "threads": torch.get_num_threads(),
                        "torch": torch.__version__, "load_average": list(os.getloadavg())},
            **results}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -292,7 +291,8 @@ def main():
               f"fp32 peak {100 * row['peak_share_autograd']:.1f} % / {100 * row['peak_share_fused']:.1f} %; "
               f"peak MB {mem['autograd'].get('peak_mb', float('nan')):.0f} / {mem['fused'].get('peak_mb', float('nan')):.0f}"
               f"; load {os.getloadavg()[0]:.1f}", flush=True)
-    meta = {"machine": platform.machine(), "cores": os.cpu_count(), "fp32_peak_gflops": peak,
+    from gilab.machine import cpu_name  # here, not at the top: gilab loads numba and torch
+    meta = {"machine": cpu_name(), "cores": os.cpu_count(), "fp32_peak_gflops": peak,
             "fp32_peak_estimate": peak_how, "numba": numba.__version__, "torch": torch.__version__,
             "numba_threads": numba.get_num_threads(), "date": time.strftime("%Y-%m-%d %H:%M"),
             "flops_per_evaluation": FLOPS_FORWARD + FLOPS_BACKWARD, "load_average_at_end": os.getloadavg()}

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
@@ -135,11 +134,12 @@ def main(argv=None) -> int:
     if step:
         checks[f"fields alone >= {TARGETS['psnr_fields_db']} dB"] = summary["psnr_fields"] >= TARGETS["psnr_fields_db"]
     meta = getattr(gen, "metadata", {})
+    from gilab.machine import cpu_name  # here, not at the top: gilab loads numba and torch
     out = {"benchmark": "generator init on Kodak (no fine-tuning)", "settings": {**kw, "colour_step": step, "backend": args.backend},
            "weights": str(args.weights or "shipped"), "weights_sha256": weights_fingerprint(args.weights),
            "model_config": json.loads(meta.get("config", "{}")),
            "parameters": sum(p.numel() for p in gen.parameters()),
-           "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+           "machine": {"cpu": cpu_name(), "threads": torch.get_num_threads(),
                        "torch": torch.__version__},
            "summary": summary, "targets": TARGETS, "met": checks, "reference": REFERENCE, "per_image": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -41,7 +41,6 @@ import hashlib
 import json
 import math
 import os
-import platform
 import statistics
 import sys
 import time
@@ -505,6 +504,7 @@ def assemble(results: dict, fitted: dict, settings: dict, start: float, load_sta
     """The JSON written to ``--out``: settings, machine, reference rows, arms, fitted-target shift, table."""
     import torch
 
+    from gilab.machine import cpu_name  # here, not at the top: gilab loads numba and torch
     return {
         "benchmark": "generator ablation: fresh fields on the shipped, frozen feature net (issue 18)",
         "command": command,
@@ -515,7 +515,7 @@ def assemble(results: dict, fitted: dict, settings: dict, start: float, load_sta
                        "scaled_count": f"{PAPER_COUNT} x H W / {KODAK_PIXELS}", "colour_step": False,
                        "frozen": "feature net and PPM head (shipped weights); placement dithers the predicted PPM"},
         "arms_defined": ARMS,
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(),
                     "threads": torch.get_num_threads(), "torch": torch.__version__,
                     "load_average_start": [round(x, 2) for x in load_start],
                     "load_average_end": [round(x, 2) for x in os.getloadavg()],

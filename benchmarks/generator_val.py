@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 from datetime import datetime, timezone
@@ -90,11 +89,12 @@ def main(argv=None) -> int:
                 s[f"{k}_minus_first"] = statistics.fmean(deltas)
                 s[f"{k}_images_better"] = sum(d > 0 for d in deltas)
             summary[w][count] = s
+    from gilab.machine import cpu_name  # here, not at the top: gilab loads numba and torch
     out = {"benchmark": "generator weights on held-out BSDS500 val (the model choice)",
            "images": [r["image"] for r in rows], "skip": args.skip, "weights": args.weights,
            "weights_sha256": {w: weights_fingerprint(None if w == "shipped" else w) for w in args.weights},
            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-           "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+           "machine": {"cpu": cpu_name(), "threads": torch.get_num_threads(),
                        "torch": torch.__version__},
            "summary": summary, "per_image": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch
 
 import gilab
 from gilab.io import load_image
+from gilab.machine import cpu_name
 from gilab.placement import (
     dither,
     fit_ellipses,
@@ -148,7 +148,7 @@ def main():
     print_table(rows, summary)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"machine": platform.machine(), "cores": os.cpu_count(), "torch": torch.__version__,
+    meta = {"machine": cpu_name(), "cores": os.cpu_count(), "torch": torch.__version__,
             "load_average_at_end": os.getloadavg()[0],
             "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d"), "repeats": args.repeats,
             "render_backend": args.backend, "kernel_size": 3, "density": 1.0,

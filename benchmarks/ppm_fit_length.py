@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -158,10 +157,11 @@ def main(argv=None) -> int:
                                   for r in curve), flush=True)
 
     summary = summarise(curves)
+    from gilab.machine import cpu_name  # here, not at the top: gilab loads numba and torch
     out = {"benchmark": "pseudo-PPM against fit length (the choice of prepare-ppm --iters)",
            "images": list(curves), "checkpoints": checkpoints, "param": "rs", "block_px": BLOCK,
            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-           "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+           "machine": {"cpu": cpu_name(), "threads": torch.get_num_threads(),
                        "torch": torch.__version__, "load_average": list(os.getloadavg())},
            "summary": summary, "per_image": curves}
     args.out.parent.mkdir(parents=True, exist_ok=True)

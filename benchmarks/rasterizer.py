@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -361,7 +360,8 @@ def main():
         print("rasterizer.py --cuda-only: needs CUDA (torch.cuda.is_available() is False)", file=sys.stderr)
         sys.exit(2)
     peak, peak_how = fp32_peak_gflops()
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; fp32 peak ~{peak:.0f} GFLOP/s ({peak_how})")
+    from gilab.machine import cpu_name  # here, not at the top: gilab loads numba and torch
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cores; fp32 peak ~{peak:.0f} GFLOP/s ({peak_how})")
     print(f"numba {numba.__version__}, torch {torch.__version__}, CUDA: {cuda}")
     compile_s = {} if args.cuda_only else cold_compile_seconds()
     if compile_s:
@@ -380,7 +380,7 @@ def main():
     fill_derived(rows, peak)
     print()
     print_table(rows)
-    meta = {"machine": platform.machine(), "cores": os.cpu_count(), "fp32_peak_gflops": peak,
+    meta = {"machine": cpu_name(), "cores": os.cpu_count(), "fp32_peak_gflops": peak,
             "fp32_peak_estimate": peak_how, "numba": numba.__version__, "torch": torch.__version__,
             "numba_threading_layer": next((r["threading_layer"] for r in rows if "threading_layer" in r), None),
             "cuda": cuda, "cuda_device": torch.cuda.get_device_name() if cuda else None,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import platform
 import resource
 import statistics
 import time
@@ -96,7 +95,8 @@ def main():
             else:
                 print(f"{case:<14} {backend:<7} {r['forward_ms']:>11.1f} {r['forward_backward_ms']:>11.1f} "
                       f"{r['peak_mb']:>9.0f}")
-    meta = {"machine": platform.processor() or platform.machine(), "cores": torch.get_num_threads(),
+    from gilab.machine import cpu_name  # here, not at the top: gilab loads numba and torch
+    meta = {"machine": cpu_name(), "cores": torch.get_num_threads(),
             "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "repeats": args.repeats}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
