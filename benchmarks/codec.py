@@ -27,6 +27,7 @@ import io as bytes_io
 import json
 import math
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -64,15 +65,17 @@ def scores(decoded: torch.Tensor, target: torch.Tensor) -> dict:
 
 
 # ------------------------------------------------------------------ gilab runs
-def gilab_rows(image: torch.Tensor, rates, budgets, generator) -> list[dict]:
-    """One row per (rate, budget, start): the codec's rate, quality and times."""
+def gilab_rows(image: torch.Tensor, rates, budgets, generator, net_start: str = "gain") -> list[dict]:
+    """One row per (rate, budget, start): the codec's rate, quality and times. ``net_start``: how the net start
+    reaches codec-sized N, "gain" (a density gain, the codec's "net") or "zoom" (its "net-zoom")."""
     from gilab import codec
 
     rows = []
     for rate in rates:
         for budget in budgets:
             for init in INITS:  # alternate the starts, so both meet the same load on a shared machine
-                r = codec.compress(image, bpp=rate, init=init, seconds=budget, generator=generator)
+                codec_init = "net-zoom" if init == "net" and net_start == "zoom" else init
+                r = codec.compress(image, bpp=rate, init=codec_init, seconds=budget, generator=generator)
                 rows.append({"codec": "gilab", "init": init, "budget_s": budget, "target_bpp": rate, "n": r.n,
                              "bpp": r.bpp, **scores(r.image, image), "psnr_float_decode": r.psnr,
                              "psnr_before_quantisation": r.float_psnr, "encode_s": r.seconds,
@@ -131,14 +134,14 @@ def pillow_rows(image: torch.Tensor, gilab: list[dict], rates, budget: float) ->
 
 
 # ------------------------------------------------------------------- per image
-def run_image(path: Path, out: Path, rates, budgets, generator) -> dict:
+def run_image(path: Path, out: Path, rates, budgets, generator, net_start: str = "gain") -> dict:
     from gilab.io import load_image
     from gilab.study.protocol import weights_fingerprint  # the shipped weights' sha256: which generator ran
 
     image = load_image(path)
     tic = time.perf_counter()
-    gilab = gilab_rows(image, rates, budgets, generator)
-    record = {"image": path.stem, "size": list(image.shape[1:]), "rows": gilab + pillow_rows(image, gilab, rates,
+    gilab = gilab_rows(image, rates, budgets, generator, net_start)
+    record = {"image": path.stem, "net_start": net_start, "size": list(image.shape[1:]), "rows": gilab + pillow_rows(image, gilab, rates,
                                                                                                max(budgets)),
               "seconds": time.perf_counter() - tic, "load_average": os.getloadavg()[0],
               "threads": torch.get_num_threads(), "generator": weights_fingerprint()}
@@ -155,7 +158,7 @@ def warm_up(generator):
 
     # N = 200, not fewer: the generator's count search must land within 2 %, and N moves in steps of about 2
     image = torch.rand(3, 128, 128, generator=torch.Generator().manual_seed(0))
-    for init in INITS:
+    for init in (*INITS, "net-zoom"):
         codec.compress(image, n=200, init=init, iters=4, generator=generator)
 
 
@@ -343,6 +346,9 @@ def main():
     parser.add_argument("--cache", type=Path, default=CACHE, help="per-image results (resumable)")
     parser.add_argument("--figures", type=Path, default=FIGURES)
     parser.add_argument("--summary-only", action="store_true")
+    parser.add_argument("--net-start", choices=["gain", "zoom"], default="gain",
+                        help="how the net start reaches codec-sized N: a density gain, or the image downscaled "
+                             "(benchmarks/codec_start_scale.py); give zoom its own --cache and --figures")
     args = parser.parse_args()
     os.environ.setdefault("NUMBA_NUM_THREADS", str(args.threads))  # before numba is first imported
     torch.set_num_threads(args.threads)
@@ -351,7 +357,7 @@ def main():
     from gilab.files import parse_shard
 
     rates, budgets = tuple(sorted(args.rates)), tuple(sorted(args.budgets))
-    config = {"rates": rates, "budgets_s": budgets, "threads": args.threads, "inits": INITS,
+    config = {"rates": rates, "budgets_s": budgets, "threads": args.threads, "inits": INITS, "net_start": args.net_start,
               "settings": dataclasses.asdict(CodecSettings())}
     if not args.summary_only:
         index, count = parse_shard(args.shard)
@@ -363,12 +369,15 @@ def main():
         for path in paths:
             out = args.cache / "runs" / f"{path.stem}.json"
             if out.exists():
+                if json.loads(out.read_text()).get("net_start", "gain") != args.net_start:
+                    print(f"{out}: made with another --net-start; give each its own --cache", file=sys.stderr)
+                    return 2
                 continue
             print(f"{path.stem}:", flush=True)
-            record = run_image(path, out, rates, budgets, generator)
+            record = run_image(path, out, rates, budgets, generator, args.net_start)
             print(f"{path.stem}: done in {record['seconds']:.0f} s (load {record['load_average']:.1f})", flush=True)
     write_summary(args.cache, args.figures, rates, budgets, config)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

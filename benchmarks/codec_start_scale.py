@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import sys
@@ -26,36 +25,12 @@ from pathlib import Path
 
 IMAGES = ("kodim01", "kodim05", "kodim15", "kodim20", "kodim23")
 COUNTS = (1150, 2600, 5700)
-FACTORS = (2, 4, 8)
-
-
-def zoomed_start(gen, image, n: int, own: int):
-    """(Gaussians2D at full size, downscale factor): the generator on ``image`` (3, H, W) area-downscaled by the
-    factor in FACTORS whose own count (``own`` / factor^2) is nearest to ``n`` in ratio, aiming at ``n``; a
-    smaller factor when ``n`` is out of reach there. Gaussians zoomed back up, colour step at full size."""
-    import torch.nn.functional as F
-
-    from gilab.errors import ArgumentError
-    from gilab.generator.colour_step import apply_colour_step
-
-    height, width = image.shape[-2:]
-    factor = min(FACTORS, key=lambda f: abs(math.log(own / f**2 / n)))
-    while True:
-        small = F.interpolate(image[None], size=(height // factor, width // factor), mode="area")[0]
-        try:
-            g = gen(small, target_count=n)
-            break
-        except ArgumentError:  # more than this scale can hold: look closer
-            if factor == 1:
-                raise
-            factor //= 2
-    g = g.scaled(factor)
-    return apply_colour_step(g, image), factor
 
 
 def measure(gen, image, n: int, own: int) -> dict:
     import gilab
     from gilab.metrics import psnr
+    from gilab.starts import zoomed_net_start
 
     height, width = image.shape[-2:]
 
@@ -66,7 +41,7 @@ def measure(gen, image, n: int, own: int) -> dict:
     gained = gen(image, target_count=n)
     gained_s = time.perf_counter() - tic
     tic = time.perf_counter()
-    zoomed, factor = zoomed_start(gen, image, n, own)
+    zoomed, factor = zoomed_net_start(gen, image, n, own)
     zoomed_s = time.perf_counter() - tic
     return {"n_asked": n, "density_gain": {"n": len(gained), "psnr": score(gained), "seconds": round(gained_s, 3)},
             "zoomed": {"n": len(zoomed), "factor": factor, "psnr": score(zoomed), "seconds": round(zoomed_s, 3)}}

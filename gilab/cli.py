@@ -272,7 +272,8 @@ def _add_codec(sub):
                    help="bits per position axis and per Cholesky factor (default 12 6)")
     p.add_argument("--rvq", type=int, nargs=2, metavar=("STAGES", "SIZE"), default=[2, 64],
                    help="colour residual VQ: stages and codewords per stage (default 2 64)")
-    p.add_argument("--init", choices=["net", "random"], default="net", help="where the fit starts (default net)")
+    p.add_argument("--init", choices=["net", "random", "net-zoom"], default="net",
+                   help="where the fit starts (default net; net-zoom: the network sees a downscaled image)")
     p.add_argument("--iters", type=int, default=None, help="iteration budget (default 1000)")
     p.add_argument("--seconds", type=float, default=None, help="or a wall-clock budget, everything included")
     p.add_argument("--lr", type=float, default=1e-2,

@@ -29,7 +29,7 @@ from .quantised import QuantisedGaussians
 from .quantisers import canonical_cholesky, cholesky_quantiser, position_quantiser
 from .rvq import fit_codebooks, nearest_codewords
 
-INITS = ("net", "random")
+INITS = ("net", "random", "net-zoom")
 DEFAULT_ITERS = 1000
 #: What entropy coding saves below the raw bit depth, bits per Gaussian: on each Cholesky factor (6-bit factors
 #: took 5.1-5.3 bits on Kodak at 0.3 bpp) and on each colour stage (64 codewords took 5.6-5.7 bits). Only used
@@ -96,7 +96,9 @@ def compress(image, bpp: float | None = None, n: int | None = None, *, init: str
         bpp: target rate, bits per pixel; sets N from an estimate of the bits per Gaussian, so the result's
             ``bpp`` is close to it, not equal. Give ``bpp`` or ``n``.
         n: the number of Gaussians instead of a rate.
-        init: "net" (the shipped generator, Instant GaussianImage) or "random" (GaussianImage's start).
+        init: "net" (the shipped generator, Instant GaussianImage), "random" (GaussianImage's start) or
+            "net-zoom" (the generator shown the image downscaled to where ``n`` is its usual density:
+            :func:`gilab.starts.zoomed_net_start`).
         seconds, iters: the encoding budget, wall-clock seconds (everything included) or iterations
             (float fit + quantisation-aware); default 1000 iterations.
         settings: bit depths and codebooks (:class:`CodecSettings`; default 12-bit positions, 6-bit Cholesky,
@@ -126,7 +128,7 @@ def compress(image, bpp: float | None = None, n: int | None = None, *, init: str
     _check_options(bpp, n, init, seconds, iters, settings, qat_share, lr, qat_lr)
     if n is None:
         n = gaussians_for_rate(bpp, height, width, settings)
-    if init == "net" and generator is None:
+    if init in ("net", "net-zoom") and generator is None:
         tic += _timed(_shipped_generator)  # loading the weights is not encoding: the clock skips it
         generator = _shipped_generator()
     fitted = _fit_float(target, n, init, seconds, iters, qat_share, lr, seed, backend, progress, tic, generator)
