@@ -30,7 +30,7 @@ from .fused import FusedStep
 from .gaussians import Gaussians2D, ndc_to_pixels, pixels_to_ndc
 from .io import as_image
 from .render import rasterize
-from .starts import CHOLESKY_BOUND, SCALE_BOUND, STARTS, make_start, random_gaussians
+from .starts import CHOLESKY_BOUND, KINDS, SCALE_BOUND, make_start, random_gaussians
 
 __all__ = ["FitHistory", "FitResult", "FitState", "GaussianImageModel", "fit", "random_gaussians"]
 
@@ -420,8 +420,8 @@ def _check_options(init, n, iters, seconds, param, lr, lr_step, blend, min_scale
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
             raise ArgumentError(f"{name} must be a positive finite number, got {value!r}")
 
-    if not isinstance(init, Gaussians2D) and init not in STARTS:
-        raise ArgumentError(f"init must be one of {', '.join(STARTS)} or a Gaussians2D, got {init!r}")
+    if not isinstance(init, Gaussians2D) and init not in KINDS:
+        raise ArgumentError(f"init must be one of {', '.join(KINDS)} or a Gaussians2D, got {init!r}")
     if n is not None:
         positive_int("n", n)
     if iters is None and seconds is None:

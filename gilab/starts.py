@@ -20,8 +20,10 @@ from torch import Tensor
 from .errors import ArgumentError
 from .gaussians import Gaussians2D
 
-STARTS = ("net", "quadtree", "random", "net-zoom")
-#: "net-zoom" shows the network the image downscaled by one of these factors (figures/codec_start_scale.json).
+STARTS = ("net", "quadtree", "random")
+#: Every start make_start() builds: the study's three and "net-zoom", the network shown the image downscaled by
+#: one of ZOOM_FACTORS, for counts far below its own (a codec's; figures/codec_start_scale.json).
+KINDS = (*STARTS, "net-zoom")
 ZOOM_FACTORS = (1, 2, 4, 8)
 #: Pixels per Gaussian the shipped generator places at density 1 (Kodak: 393,216 / 49,107 on average).
 PIXELS_PER_GAUSSIAN = 8.0
@@ -62,8 +64,8 @@ def make_start(kind: str, image: Tensor, n: int | None = None, *, param: str = "
         seed: the random start's seed.
         generator: a :class:`gilab.generator.Generator` to use (default: the shipped weights).
     """
-    if kind not in STARTS:
-        raise ArgumentError(f"unknown start {kind!r}; choose one of {', '.join(STARTS)}")
+    if kind not in KINDS:
+        raise ArgumentError(f"unknown start {kind!r}; choose one of {', '.join(KINDS)}")
     _, height, width = image.shape
     tic = time.perf_counter()
     if kind in ("net", "net-zoom"):
