@@ -59,7 +59,7 @@ def make_start(kind: str, image: Tensor, n: int | None = None, *, param: str = "
     Args:
         kind: "net" (the generator; ``n`` is its target count, else ``kernel_size`` and ``density`` set N),
             "quadtree" (at ``n`` if given), "random" (``n`` Gaussians, default H W / 40) or "net-zoom" (the
-            generator at ``n`` far below its own count: see :func:`zoomed_net_start`).
+            generator at ``n`` far below its own count: see :func:`zoomed_net_start`; without ``n``, as "net").
         param: the random start's parametrisation, "cholesky" or "rs".
         seed: the random start's seed.
         generator: a :class:`gilab.generator.Generator` to use (default: the shipped weights).
@@ -95,8 +95,13 @@ def zoomed_net_start(generator, image: Tensor, n: int, own: int | None = None) -
     Why: asked for far fewer Gaussians than it places by itself (a codec's 1-6k on a Kodak image, against
     40-59k), the generator otherwise lowers the density of its position map, and its fields then work at a
     density they never saw in training; at a smaller scale the same count is its usual density. Measured on 5
-    Kodak images: 1-2 dB better starts in a third to a fifth of the time (``benchmarks/codec_start_scale.py``).
-    ``own``: the generator's own count on the full image if known (else estimated as H W / PIXELS_PER_GAUSSIAN).
+    Kodak images: 1-2 dB better starts in half to a fifth of the time (``benchmarks/codec_start_scale.py``).
+
+    Args:
+        generator: a :class:`gilab.generator.Generator`.
+        image: (3, H, W) float in [0, 1].
+        n: the number of Gaussians wanted (reached within the generator's 2 % count tolerance).
+        own: the generator's own count on the full image if known (else estimated as H W / PIXELS_PER_GAUSSIAN).
     """
     import torch.nn.functional as F
 
@@ -120,4 +125,3 @@ def zoomed_net_start(generator, image: Tensor, n: int, own: int | None = None) -
     # zoom by the exact ratio of the sizes (H // factor may round): means and spreads, then the size the render uses
     zoomed = gaussians.scaled(height / small.shape[-2])
     return apply_colour_step(replace(zoomed, size=(height, width)), image), factor
-

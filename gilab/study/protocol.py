@@ -31,6 +31,7 @@ from ..errors import GilabError
 from ..files import write_atomic
 from ..fitting import FitState, fit
 from ..gaussians import Gaussians2D
+from ..machine import describe as describe_machine
 
 INITS = starts.STARTS
 #: The starts that run ``slow_factor`` times the largest budget in the time mode.
@@ -296,7 +297,7 @@ def run_study(images: list[Path], out: Path, config: StudyConfig, shard: tuple[i
             n = n or record.n
             records.append(record)
         payload = {"image": Path(path).name, "height": image.shape[1], "width": image.shape[2],
-                   "config": asdict(config), "machine": machine_description(),
+                   "config": asdict(config), "machine": describe_machine(),
                    "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                    "runs": [asdict(r) for r in records]}
         write_atomic(target, json.dumps(payload, indent=1))
@@ -355,7 +356,3 @@ def _load_generator():
     return Generator.from_pretrained()
 
 
-def machine_description() -> str:
-    from ..machine import describe
-
-    return describe()
