@@ -170,16 +170,12 @@ def _autograd_render_seconds(fused, repeats: int = 5) -> float:
 
 def _evaluations(fused) -> int:
     """Pixel-Gaussian pairs inside the cutoff for the fused model's last prepared Gaussians."""
-    import numba
-    import numpy as np
+    import torch
 
-    from gilab.render import _cpu_kernels as ck
+    from gilab.render.cpu import evaluations
 
-    level2, rows, band_start, band_ids, _ = ck.plan(fused.means, fused.conics, fused.opacities, fused.height,
-                                                    float(np.finfo(fused.means.dtype).eps))
-    inside, _ = ck.count_evaluations(fused.means, fused.conics, fused.opacities, level2, rows, band_start,
-                                     band_ids, fused.height, fused.width, numba.get_num_threads())
-    return int(inside)
+    means, conics, opacities = (torch.from_numpy(a) for a in (fused.means, fused.conics, fused.opacities))
+    return evaluations(means, conics, opacities, fused.height, fused.width)
 
 
 # ----------------------------------------------------------------------------------------------- memory

@@ -186,15 +186,10 @@ def worker(case: str, backend: str, device: str, blend: str, repeats: int, budge
 
 
 def _count_evaluations(leaves, height, width) -> int:
-    import numba
-    import numpy as np
+    from gilab.render.cpu import evaluations
 
-    from gilab.render import _cpu_kernels as k
-
-    m, q, _, o = (t.detach().cpu().contiguous().numpy() for t in leaves)
-    level2, rows, band_start, band_ids, _ = k.plan(m, q, o, height, float(np.finfo(m.dtype).eps))
-    inside, _ = k.count_evaluations(m, q, o, level2, rows, band_start, band_ids, height, width, numba.get_num_threads())
-    return int(inside)
+    means, conics, _, opacities = leaves
+    return evaluations(means, conics, opacities, height, width)
 
 
 def cold_compile_seconds() -> dict:

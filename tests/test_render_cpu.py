@@ -77,6 +77,19 @@ def test_every_gaussian_over_a_pixel_counts():
     assert image[0, 8, 8].item() == pytest.approx(1.0, rel=1e-5)
 
 
+@pytest.mark.parametrize("case", ["random", "large", "near_singular", "off_image"])
+def test_evaluations_count_the_pairs_the_dense_reference_keeps(case):
+    """cpu.evaluations() is the number of nonzero (pixel, Gaussian) values of the dense reference: the same test."""
+    from gilab.gaussians import pixel_centres
+    from gilab.render.dense import gaussian_values
+
+    g, height, width = CASES[case]
+    conics = g.conics()
+    expected = int((gaussian_values(g.means, conics, g.opacities, pixel_centres(height, width)) > 0).sum())
+    assert expected > 0
+    assert cpu.evaluations(g.means, conics, g.opacities, height, width) == expected
+
+
 def test_cutoff_is_exact():
     """A contribution just under 1/255 is exactly zero, just over it is kept."""
     for o, expected_zero in [(0.99 / 255, True), (1.01 / 255, False)]:

@@ -76,6 +76,24 @@ def rasterize(means: Tensor, conics: Tensor, colors: Tensor, opacities: Tensor, 
     return _RasterizeCPU.apply(means, conics, colors, opacities, background, int(height), int(width), blend)
 
 
+def evaluations(means: Tensor, conics: Tensor, opacities: Tensor, height: int, width: int) -> int:
+    """Pixel-Gaussian pairs with o exp(-sigma) >= 1/255: the work any exact sum-blend render must do (counted with
+    the kernels' own test, not timed). Divided by H W, it is how many Gaussians cover a pixel on average.
+
+    Args:
+        means: (N, 2) pixels; conics: (N, 3) 1 / pixels^2; opacities: (N,); height, width: pixels.
+    """
+    import numba
+
+    k = _kernels()
+    m = _numpy(means)
+    q, o = _numpy(conics).astype(m.dtype, copy=False), _numpy(opacities).reshape(-1).astype(m.dtype, copy=False)
+    level2, rows, band_start, band_ids, _ = k.plan(m, q, o, height, float(np.finfo(m.dtype).eps))
+    inside, _ = k.count_evaluations(m, q, o, level2, rows, band_start, band_ids, height, width,
+                                    numba.get_num_threads())
+    return int(inside)
+
+
 def _numpy(t: Tensor) -> np.ndarray:
     return t.detach().contiguous().numpy()
 
