@@ -374,17 +374,22 @@ def gradient_group(lanes, grad, base, plane, start, count, mx, a, b, o, c0, c1, 
         g0, g1, g2 = grad[p], grad[p + plane], grad[p + plane + plane]
         w = min(v, one) if inside else zero
         dl_dv = (c0 * g0 + c1 * g1 + c2 * g2) if (inside & (v <= one)) else zero
-        s = -(v * dl_dv)
-        sdx = s * dx
-        lanes[0, lane] += w * g0
-        lanes[1, lane] += w * g1
-        lanes[2, lane] += w * g2
-        lanes[3, lane] += s
-        lanes[4, lane] += sdx
-        lanes[5, lane] += s * dy
-        lanes[6, lane] += sdx * dx
-        lanes[7, lane] += sdx * dy
-        lanes[8, lane] += s * dy2
+        add_gradient_terms(lanes, lane, w, -(v * dl_dv), g0, g1, g2, dx, dy, dy2)
+
+
+@njit(inline="always", **_JIT)
+def add_gradient_terms(lanes, lane, w, s, g0, g1, g2, dx, dy, dy2):
+    """lanes[q, lane] += the N_SUMS backward terms of one pixel: w = min(1, v) and s = dL/dsigma = -v dL/dv there."""
+    sdx = s * dx
+    lanes[0, lane] += w * g0
+    lanes[1, lane] += w * g1
+    lanes[2, lane] += w * g2
+    lanes[3, lane] += s
+    lanes[4, lane] += sdx
+    lanes[5, lane] += s * dy
+    lanes[6, lane] += sdx * dx
+    lanes[7, lane] += sdx * dy
+    lanes[8, lane] += s * dy2
 
 
 # --------------------------------------------------------------------------------------------- forward

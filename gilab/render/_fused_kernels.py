@@ -162,7 +162,6 @@ def forward_sum_loss(means, conics, colors, opacities, level2, rows, band_start,
     plane = np.uint64(height * padded)
     # torch: mean's backward divides by the count in the working dtype, pow's multiplies by 2 (x - T)
     inv_count = one / typed(image, 3 * height * width)
-    two = typed(image, 2.0)
     n_bands = band_start.shape[0] - 1
     for k_band in prange(n_bands):
         band = spread(k_band, n_bands, threads)
@@ -188,26 +187,35 @@ def forward_sum_loss(means, conics, colors, opacities, level2, rows, band_start,
                 for start in range(j0, j1 + 1, LANES):
                     base = np.uint64(i * padded + start)  # unsigned: numba adds no negative-index wraparound
                     splat_group(image, base, plane, start, LANES, mx, a, b, o, c0, c1, c2, dy, cdyy)
-        # the loss in LANES float64 lanes: a single running sum would keep LLVM from vectorising the loop
-        acc = np.zeros(LANES, np.float64)
-        for k in range(3):
-            for i in range(band_lo, band_hi + 1):
-                row = np.uint64(k) * plane + np.uint64(i * padded)
-                for start in range(0, width, LANES):  # whole groups: the last one runs into the padding
-                    for lane in range(LANES):
-                        p = row + np.uint64(start + lane)
-                        x = image[p]
-                        # clamp(x, 0, 1) that keeps a NaN (so that a diverged fit shows in the loss)
-                        clamped = one if x > one else (zero if x < zero else x)  # noqa: FURB136 (max() drops NaN)
-                        diff = clamped - target[p]
-                        diff = diff if start + lane < width else zero
-                        acc[lane] += np.float64(diff * diff)
-                        inside = (x >= zero) & (x <= one)  # clamp passes the gradient on [0, 1], ends included
-                        grad[p] = (two * diff) * inv_count if inside else zero
-        total = 0.0
-        for lane in range(LANES):
-            total += acc[lane]
-        band_loss[band] = total
+        band_loss[band] = loss_rows(image, target, grad, plane, padded, band_lo, band_hi, width, inv_count)
+
+
+@njit(inline="always", **_JIT)
+def loss_rows(image, target, grad, plane, padded, first, last, width, inv_count):
+    """The sum of (clamp(C) - T)^2 over rows first..last of the padded flat image, and dL/dC = 2 (clamp(C) - T) /
+    (3 H W) there (zero where C is outside [0, 1], as clamp's gradient; zero in the padding), while the rows are in
+    cache. ``inv_count``: 1 / (3 H W) in the working dtype, as torch's mean divides."""
+    one, zero, two = typed(image, 1.0), typed(image, 0.0), typed(image, 2.0)
+    # LANES float64 lanes: a single running sum would keep LLVM from vectorising the loop
+    acc = np.zeros(LANES, np.float64)
+    for k in range(3):
+        for i in range(first, last + 1):
+            row = np.uint64(k) * plane + np.uint64(i * padded)
+            for start in range(0, width, LANES):  # whole groups: the last one runs into the padding
+                for lane in range(LANES):
+                    p = row + np.uint64(start + lane)
+                    x = image[p]
+                    # clamp(x, 0, 1) that keeps a NaN (so that a diverged fit shows in the loss)
+                    clamped = one if x > one else (zero if x < zero else x)  # noqa: FURB136 (max() drops NaN)
+                    diff = clamped - target[p]
+                    diff = diff if start + lane < width else zero
+                    acc[lane] += np.float64(diff * diff)
+                    inside = (x >= zero) & (x <= one)  # clamp passes the gradient on [0, 1], ends included
+                    grad[p] = (two * diff) * inv_count if inside else zero
+    total = 0.0
+    for lane in range(LANES):
+        total += acc[lane]
+    return total
 
 
 @njit(parallel=True, **_JIT)
